@@ -1,0 +1,77 @@
+"""``ProcessPoolExecutor``: a drop-in for ``concurrent.futures.ProcessPoolExecutor``.
+
+Same constructor, same ``submit``/``map``/``shutdown`` contract, stdlib futures that work with
+``concurrent.futures.wait`` and ``as_completed``. What changes is the engine underneath: a
+worker that dies fails only the task it held (``WorkerCrashed``, a ``BrokenProcessPool``) and
+is replaced, instead of breaking the whole executor; lambdas and closures can be submitted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future
+from multiprocessing.context import BaseContext
+from typing import Any, TypeVar
+
+from ._pool import Pool
+from ._serialize import PickledOnce
+from ._task import ChunkOutcome, Task
+
+R = TypeVar("R")
+
+
+class ProcessPoolExecutor(Executor):
+    """``concurrent.futures.ProcessPoolExecutor``, on the manybrains process engine."""
+
+    def __init__(self, max_workers: int | None = None, mp_context: BaseContext | None = None,
+                 initializer: Callable[..., object] | None = None, initargs: Iterable[Any] = (),
+                 *, max_tasks_per_child: int | None = None) -> None:
+        if max_workers is not None and (isinstance(max_workers, int) and max_workers <= 0):
+            raise ValueError("max_workers must be greater than 0")
+        self._pool = Pool(max_workers, initializer=initializer, initargs=initargs,
+                          max_tasks_per_worker=max_tasks_per_child, start_method=mp_context,
+                          _executor_semantics=True)
+        self._max_workers = self._pool.workers
+
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
+        """Schedule ``fn(*args, **kwargs)``; every keyword argument goes to ``fn``."""
+        if not callable(fn):
+            raise TypeError(f"expected a callable, got {type(fn).__name__}")
+        return self._pool.backend.submit(Task(fn, args, kwargs))
+
+    def map(self, fn: Callable[..., R], *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int = 1) -> Iterator[R]:
+        """Like the builtin ``map``; ``timeout`` bounds the whole iteration, as in the stdlib."""
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        if not callable(fn):
+            raise TypeError(f"expected a callable, got {type(fn).__name__}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        carried = PickledOnce(fn)
+        pairs = zip(*iterables, strict=False)
+        futures = [self._pool.backend.submit(Task(carried, items=chunk, star=True))
+                   for chunk in iter(lambda: list(itertools.islice(pairs, chunksize)), [])]
+        return _results(futures, deadline)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop accepting tasks; with ``wait``, return once pending tasks are done."""
+        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+def _results(futures: list[Future[ChunkOutcome]], deadline: float | None) -> Iterator[Any]:
+    # Like the stdlib: results in order, each waited for within what is left of the deadline;
+    # leaving early cancels what has not started.
+    futures.reverse()
+    try:
+        while futures:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            outcome = futures[-1].result(remaining)
+            futures.pop()
+            yield from outcome.values
+            if outcome.error is not None:
+                raise outcome.error
+    finally:
+        for future in futures:
+            future.cancel()

@@ -1,0 +1,265 @@
+"""``Pool``: the one executor users hold, whatever runs the work behind it.
+
+Everything here is written once over :class:`~manybrains.backends.Backend`: argument checks,
+chunking, ordered and unordered streaming, per-task timeouts and retries.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from multiprocessing.context import BaseContext
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+from ._chunking import ChunkSizer, known_length
+from ._cpus import usable_cpus
+from ._serialize import PickledOnce
+from ._stream import stream
+from ._task import ChunkOutcome, Task
+from .backends import Backend, PoolOptions, get_backend
+
+T = TypeVar("T")
+R = TypeVar("R")
+ChunkSize = int | Literal["auto"]
+
+_WINDOW_PER_WORKER = 2  # chunks in flight per worker: one running, one ready to go
+
+
+class Pool:
+    """A pool of workers: processes by default, or threads, an event loop, the caller.
+
+    Args:
+        workers: how many workers; default: the CPUs this process may use.
+        backend: ``"processes"`` (default).
+        initializer: called as ``initializer(*initargs)`` once in each worker, before tasks.
+        max_tasks_per_worker: replace a worker after it ran this many calls.
+        max_memory_per_worker: replace a worker whose resident memory passes this many bytes
+            after a task.
+        start_method: ``"forkserver"`` (Linux default), ``"spawn"`` or ``"fork"``.
+        timeout: default per-task time limit in seconds; the worker of a task past it is
+            killed and replaced, and the task raises ``TimeoutError``.
+        retries: default number of times a task whose worker crashed is run again.
+        cancel_running: make ``future.cancel()`` kill the worker of a running task.
+    """
+
+    def __init__(self, workers: int | None = None, *, backend: str = "processes",
+                 initializer: Callable[..., object] | None = None, initargs: Iterable[Any] = (),
+                 max_tasks_per_worker: int | None = None,
+                 max_memory_per_worker: int | None = None,
+                 start_method: str | BaseContext | None = None, timeout: float | None = None,
+                 retries: int = 0, cancel_running: bool = False,
+                 _executor_semantics: bool = False) -> None:
+        self._workers = _positive_int("workers", workers) if workers is not None else usable_cpus()
+        if initializer is not None and not callable(initializer):
+            raise TypeError(f"initializer must be callable, got {type(initializer).__name__}")
+        self._timeout = _check_timeout(timeout)
+        self._retries = _check_retries(retries)
+        self._max_tasks = _optional_positive("max_tasks_per_worker", max_tasks_per_worker)
+        options = PoolOptions(
+            workers=self._workers, initializer=initializer, initargs=tuple(initargs),
+            max_tasks_per_worker=self._max_tasks,
+            max_memory_per_worker=_optional_positive("max_memory_per_worker",
+                                                     max_memory_per_worker),
+            start_method=start_method, cancel_running=cancel_running,
+            executor_semantics=_executor_semantics)
+        self._backend: Backend = get_backend(backend)()
+        self._backend.start(options)
+        self._shutdown_lock = threading.Lock()
+        self._is_shut_down = False
+        # A pool nobody references any more lets its queued work finish, then stops.
+        self._finalizer = weakref.finalize(self, self._backend.shutdown, wait=False)
+        self._finalizer.atexit = False  # at exit the backend's own hook stops the workers
+
+    @property
+    def workers(self) -> int:
+        """The number of workers."""
+        return self._workers
+
+    @property
+    def backend(self) -> Backend:
+        """The backend running this pool's tasks."""
+        return self._backend
+
+    # ---- one task -------------------------------------------------------------------------
+
+    def submit(self, fn: Callable[..., R], /, *args: Any, timeout: float | None = None,
+               retries: int | None = None, **kwargs: Any) -> Future[R]:
+        """Run ``fn(*args, **kwargs)`` in a worker; a ``concurrent.futures.Future``.
+
+        ``timeout`` and ``retries`` are options of the pool, not passed to ``fn``; wrap ``fn``
+        in ``functools.partial`` to give it arguments of those names.
+        """
+        _check_callable(fn)
+        return self._backend.submit(Task(fn, args, kwargs), timeout=self._timeout_for(timeout),
+                                    retries=self._retries_for(retries))
+
+    def cancel(self, future: Future[Any]) -> bool:
+        """Cancel ``future``'s task; a running one has its worker killed and replaced."""
+        return self._backend.cancel(future)
+
+    # ---- many tasks -----------------------------------------------------------------------
+
+    def map(self, fn: Callable[..., R], *iterables: Iterable[Any], chunksize: ChunkSize = "auto",
+            timeout: float | None = None, retries: int | None = None) -> list[R]:
+        """``[fn(*xs) for xs in zip(*iterables, strict=False)]``, computed by the workers, in order."""
+        if not iterables:
+            raise TypeError("map() needs at least one iterable")
+        items, star = _zip_args(iterables)
+        return list(self._imap(fn, items, star=star, ordered=True, chunksize=chunksize,
+                               timeout=timeout, retries=retries))
+
+    def starmap(self, fn: Callable[..., R], iterable: Iterable[Iterable[Any]], *,
+                chunksize: ChunkSize = "auto", timeout: float | None = None,
+                retries: int | None = None) -> list[R]:
+        """``[fn(*args) for args in iterable]``, computed by the workers, in order."""
+        return list(self._imap(fn, _check_iterable(iterable), star=True, ordered=True,
+                               chunksize=chunksize, timeout=timeout, retries=retries))
+
+    def imap(self, fn: Callable[[T], R], iterable: Iterable[T], *, ordered: bool = True,
+             chunksize: ChunkSize = "auto", timeout: float | None = None,
+             retries: int | None = None) -> Iterator[R]:
+        """Lazily yield ``fn(x)`` for each ``x``; ``ordered=False`` yields as results come.
+
+        The input is read only as fast as results are consumed (a bounded window ahead), so
+        an endless generator is fine.
+        """
+        return self._imap(fn, _check_iterable(iterable), star=False, ordered=ordered,
+                          chunksize=chunksize, timeout=timeout, retries=retries)
+
+    def istarmap(self, fn: Callable[..., R], iterable: Iterable[Iterable[Any]], *,
+                 ordered: bool = True, chunksize: ChunkSize = "auto",
+                 timeout: float | None = None, retries: int | None = None) -> Iterator[R]:
+        """Lazy :meth:`starmap`."""
+        return self._imap(fn, _check_iterable(iterable), star=True, ordered=ordered,
+                          chunksize=chunksize, timeout=timeout, retries=retries)
+
+    def _imap(self, fn: Callable[..., Any], items: Iterable[Any], *, star: bool, ordered: bool,
+              chunksize: ChunkSize, timeout: float | None, retries: int | None
+              ) -> Iterator[Any]:
+        _check_callable(fn)
+        fixed = _check_chunksize(chunksize)
+        timeout = self._timeout_for(timeout)
+        if timeout is not None and fixed is None:
+            fixed = 1  # a per-task deadline needs one task per message to be exact
+        retries = self._retries_for(retries)
+        sizer = ChunkSizer(self._workers, known_length(items), fixed=fixed, limit=self._max_tasks)
+        carried = PickledOnce(fn) if self._backend.pickles_tasks else fn
+
+        def submit_chunk(chunk: Sequence[Any]) -> Future[ChunkOutcome]:
+            deadline = None if timeout is None else timeout * len(chunk)
+            return self._backend.submit(Task(carried, items=chunk, star=star),
+                                        timeout=deadline, retries=retries)
+
+        return stream(items, sizer, submit_chunk, self._abort,
+                      window=self._workers * _WINDOW_PER_WORKER + 1, ordered=ordered)
+
+    def _abort(self, futures: list[Future[ChunkOutcome]], kill: bool) -> None:
+        for future in futures:
+            if kill:
+                self._backend.cancel(future)
+            else:
+                future.cancel()
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Accept no more tasks; with ``wait``, return once queued tasks are done.
+
+        ``cancel_futures`` cancels tasks not yet started. Calling it again does nothing.
+        """
+        self._close(wait=wait, cancel_futures=cancel_futures, kill=False)
+
+    def terminate(self) -> None:
+        """Stop now: cancel queued tasks, kill running ones, stop every worker."""
+        self._close(wait=True, cancel_futures=True, kill=True)
+
+    def _close(self, *, wait: bool, cancel_futures: bool, kill: bool) -> None:
+        with self._shutdown_lock:
+            first = not self._is_shut_down
+            self._is_shut_down = True
+        if first or kill:
+            self._backend.shutdown(wait=wait, cancel_futures=cancel_futures, kill=kill)
+        elif wait:
+            self._backend.shutdown(wait=True, cancel_futures=False)
+
+    def statistics(self) -> dict[str, Any]:
+        """Tasks submitted, done, failed, retried, crashed, timed out; per-worker counters."""
+        return {"backend": self._backend.name, **self._backend.statistics()}
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None or issubclass(exc_type, Exception):
+            self.shutdown(wait=True)
+        else:  # Ctrl-C or SystemExit: stop everything now
+            self.terminate()
+
+    def __repr__(self) -> str:
+        state = "shut down" if self._is_shut_down else "running"
+        return f"<manybrains.Pool {self._backend.name} workers={self._workers} {state}>"
+
+    # ---- option resolution ------------------------------------------------------------------
+
+    def _timeout_for(self, timeout: float | None) -> float | None:
+        return self._timeout if timeout is None else _check_timeout(timeout)
+
+    def _retries_for(self, retries: int | None) -> int:
+        return self._retries if retries is None else _check_retries(retries)
+
+
+def _zip_args(iterables: tuple[Iterable[Any], ...]) -> tuple[Iterable[Any], bool]:
+    for it in iterables:
+        _check_iterable(it)
+    if len(iterables) == 1:
+        return iterables[0], False
+    return zip(*iterables, strict=False), True
+
+
+def _check_callable(fn: object) -> None:
+    if not callable(fn):
+        raise TypeError(f"expected a callable as the function, got {type(fn).__name__}: {fn!r}")
+
+
+def _check_iterable(items: Any) -> Any:
+    try:
+        iter(items)
+    except TypeError:
+        raise TypeError(f"expected an iterable of inputs, got {type(items).__name__}") from None
+    return items
+
+
+def _check_chunksize(chunksize: ChunkSize) -> int | None:
+    if chunksize == "auto":
+        return None
+    return _positive_int("chunksize", chunksize, hint=' or "auto"')
+
+
+def _check_timeout(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+    return float(timeout)
+
+
+def _check_retries(retries: int) -> int:
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+    return retries
+
+
+def _optional_positive(name: str, value: int | None) -> int | None:
+    return None if value is None else _positive_int(name, value)
+
+
+def _positive_int(name: str, value: object, hint: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= 1{hint}, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1{hint}, got {value}")
+    return value

@@ -1,0 +1,51 @@
+"""The backend registry: a name -> the module that implements it, imported on first use.
+
+Importing manybrains imports no backend; ``backend="dask"`` imports dask only then.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .._errors import BackendNotFound
+from ._base import Backend, PoolOptions
+
+__all__ = ("Backend", "PoolOptions", "available_backends", "get_backend", "known_backends")
+
+# name -> (module, the pip extra that brings its dependencies, or None)
+_REGISTRY: dict[str, tuple[str, str | None]] = {
+    "processes": ("manybrains.backends.processes", None),
+}
+
+
+def known_backends() -> tuple[str, ...]:
+    """Every backend name manybrains knows, installed or not."""
+    return tuple(_REGISTRY)
+
+
+def available_backends() -> tuple[str, ...]:
+    """The backends that can be used here (their extras are installed)."""
+    names = []
+    for name in _REGISTRY:
+        try:
+            get_backend(name)
+        except BackendNotFound:
+            continue
+        names.append(name)
+    return tuple(names)
+
+
+def get_backend(name: str) -> type[Backend]:
+    """The backend class registered as ``name``; BackendNotFound says what to do if missing."""
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise BackendNotFound(f"unknown backend {name!r}; choose one of "
+                              f"{', '.join(map(repr, known_backends()))}")
+    module_name, extra = _REGISTRY[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        hint = f"pip install 'manybrains[{extra}]'" if extra else "reinstall manybrains"
+        raise BackendNotFound(f"backend {name!r} needs packages that are not installed "
+                              f"({exc.name or exc}); run: {hint}") from exc
+    backend_class: type[Backend] = module.backend_class
+    return backend_class

@@ -1,0 +1,61 @@
+"""The interface every backend implements: five methods, nothing else.
+
+``map``, ``imap``, chunking, retries and timeouts are written once, in :mod:`manybrains._pool`,
+over :meth:`Backend.submit`. A backend only runs :class:`~manybrains._task.Task` objects and
+reports on them. Each backend module has the same sections and ends with ``backend_class``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from multiprocessing.context import BaseContext
+from typing import Any, ClassVar
+
+from .._task import Task
+
+
+@dataclass
+class PoolOptions:
+    """What a pool asks of its backend; backends ignore what does not apply to them."""
+
+    workers: int
+    initializer: Callable[..., object] | None = None
+    initargs: tuple[Any, ...] = ()
+    max_tasks_per_worker: int | None = None
+    max_memory_per_worker: int | None = None
+    start_method: str | BaseContext | None = None
+    cancel_running: bool = False  # future.cancel() stops a running task where possible
+    executor_semantics: bool = False  # concurrent.futures contract: RUNNING state, wait at exit
+
+
+class Backend(abc.ABC):
+    """Runs tasks somewhere: worker processes, threads, an event loop, the caller."""
+
+    name: ClassVar[str]
+    #: Tasks cross a process boundary, so the pool pickles each function once per map.
+    pickles_tasks: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def start(self, options: PoolOptions) -> None:
+        """Get ready to run tasks (start workers, a loop, a cluster connection)."""
+
+    @abc.abstractmethod
+    def submit(self, task: Task, *, timeout: float | None = None, retries: int = 0
+               ) -> Future[Any]:
+        """Schedule ``task``; the future resolves to its result (a chunk's ChunkOutcome)."""
+
+    @abc.abstractmethod
+    def cancel(self, future: Future[Any]) -> bool:
+        """Stop the task behind ``future``, running or not; False if it already finished."""
+
+    @abc.abstractmethod
+    def shutdown(self, *, wait: bool = True, cancel_futures: bool = False, kill: bool = False
+                 ) -> None:
+        """Stop accepting tasks. ``kill`` also stops running tasks. Idempotent."""
+
+    @abc.abstractmethod
+    def statistics(self) -> dict[str, Any]:
+        """Counters: tasks done, failed, retried, in flight; per-worker busy and idle time."""

@@ -1,0 +1,106 @@
+"""The ``"processes"`` backend: worker processes on every core, supervised by one thread.
+
+The engine itself lives in :mod:`.supervisor` (start there: it opens with a diagram),
+the worker loop in :mod:`.worker`, their wire format in :mod:`.protocol` and the start-method
+policy in :mod:`.context`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import weakref
+from concurrent.futures import Future
+from typing import Any
+
+from ..._future import TaskFuture
+from ..._serialize import PickledOnce, dumps_checked
+from ..._task import Task
+from .._base import Backend, PoolOptions
+from . import protocol
+from .context import get_context
+from .supervisor import EngineOptions, Record, Supervisor
+
+_ids = itertools.count(1)
+_live: weakref.WeakSet[ProcessBackend] = weakref.WeakSet()
+
+# ---- the backend ------------------------------------------------------------------------
+
+
+class ProcessBackend(Backend):
+    """Tasks run in worker processes: true parallelism, one GIL per worker."""
+
+    name = "processes"
+    pickles_tasks = True
+
+    def start(self, options: PoolOptions) -> None:
+        self._options = options
+        self._supervisor = Supervisor(EngineOptions(
+            workers=options.workers, context=get_context(options.start_method),
+            initializer=options.initializer, initargs=options.initargs,
+            max_tasks_per_worker=options.max_tasks_per_worker,
+            max_memory_per_worker=options.max_memory_per_worker,
+            mark_running=options.executor_semantics))
+        _live.add(self)
+
+    def submit(self, task: Task, *, timeout: float | None = None, retries: int = 0
+               ) -> Future[Any]:
+        task_id = next(_ids)
+        frame = dumps_checked((task.fn, task.args, task.kwargs, task.items, task.star),
+                              header=protocol.request(protocol.TASK, task_id), parts=task.parts)
+        future = TaskFuture()
+        record = Record(task_id, frame, future, _label(task_id, task), size=task.size,
+                        chunk=task.items is not None, timeout=timeout, retries=retries)
+        future.record = record  # type: ignore[attr-defined]
+        if not self._options.executor_semantics:
+            future.add_done_callback(self._on_done)
+        self._supervisor.submit(record)
+        return future
+
+    def cancel(self, future: Future[Any]) -> bool:
+        record = getattr(future, "record", None)
+        if record is None or (future.done() and not future.cancelled()):
+            return False
+        future.cancel()
+        self._supervisor.cancel(record, kill=True)
+        return True
+
+    def shutdown(self, *, wait: bool = True, cancel_futures: bool = False, kill: bool = False
+                 ) -> None:
+        self._supervisor.shutdown(wait=wait, cancel_futures=cancel_futures, kill=kill)
+
+    def statistics(self) -> dict[str, Any]:
+        return {**self._supervisor.counters, "workers": self._supervisor.worker_table()}
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the current workers."""
+        return self._supervisor.worker_pids()
+
+    def _on_done(self, future: Future[Any]) -> None:
+        if future.cancelled():  # a queued task is dropped; a running one killed if asked
+            self._supervisor.cancel(future.record,  # type: ignore[attr-defined]
+                                    kill=self._options.cancel_running)
+            future.set_running_or_notify_cancel()  # wakes concurrent.futures.wait() waiters
+
+    def _exit(self) -> None:
+        wait_for_work = self._options.executor_semantics  # as the stdlib executor does
+        self._supervisor.shutdown(wait=True, cancel_futures=not wait_for_work,
+                                  kill=not wait_for_work)
+
+
+def _label(task_id: int, task: Task) -> str:
+    fn = task.fn.fn if isinstance(task.fn, PickledOnce) else task.fn
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    calls = f", {task.size} calls" if task.items is not None else ""
+    return f"task {task_id} ({name}{calls})"
+
+
+@atexit.register
+def _stop_all_pools() -> None:
+    # Registered after multiprocessing's own exit hook, so it runs first: our workers are
+    # stopped by us, not joined forever by multiprocessing.
+    for backend in list(_live):
+        backend._exit()
+
+
+backend_class = ProcessBackend

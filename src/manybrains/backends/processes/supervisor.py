@@ -1,0 +1,577 @@
+"""The engine room: one thread in the parent that owns every worker process.
+
+A task's journey::
+
+    caller thread                      supervisor thread                    worker process
+    -------------                      -----------------                    --------------
+    Pool.submit(fn, *args)
+      pickle (fn, args) once  ──┐
+      -> SerializationError     │
+         raised right here      │
+      Record(id, frame, future) │
+      inbox.append + wake pipe ─┴──►  wait() wakes on the wake pipe
+                                      pending.append(record)
+                                      dispatch: an idle worker (or one
+                                      running only short tasks) gets it,
+                                      record -> worker.inflight  ──────────► recv_bytes()
+                                                                             unpickle, run, pickle
+                                      wait() wakes on its connection ◄────── send_bytes(result)
+                                      inflight.popleft() is this record
+      future.result() ◄───────────── future.set_result / set_exception
+
+    and when things go wrong:
+      worker dies      wait() wakes on its sentinel: the oldest in-flight record is the one it
+                       was running -> WorkerCrashed (or resubmitted while retries remain);
+                       the others were never started and go back to pending; a new worker
+                       replaces it.
+      timeout          wait() has a deadline: the worker and its children are killed, its
+                       record fails with TimeoutError, and the sentinel path above follows.
+      init fails       INIT_FAILED (or death before READY): the pool breaks once, every
+                       future fails with InitializerFailed, no respawn storm.
+
+Only this thread touches worker state, so there are no locks around it: other threads talk to
+it through ``inbox`` (a deque) and a byte on the wake pipe. It never polls and never sleeps:
+``multiprocessing.connection.wait`` returns when a worker answers, when one dies (its
+sentinel), when a deadline passes or when the caller has news.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import psutil
+
+from ..._errors import (
+    BrokenPool,
+    InitializerFailed,
+    PoolClosed,
+    SerializationError,
+    WorkerCrashed,
+    describe_exit,
+)
+from ..._future import set_exception, set_result
+from ..._remote import RemoteTraceback, attach
+from ..._serialize import dumps, loads
+from ..._task import ChunkOutcome
+from . import protocol, worker
+
+LOGGER = logging.getLogger("manybrains")
+
+# A second task is queued behind a running one only when it fits in the pipe's buffer (so the
+# send cannot block) and the worker's tasks are short (so it will not wait behind a long one
+# while another worker idles).
+_PREFETCH_BYTES = 32 * 1024
+_PREFETCH_MAX_SECONDS = 0.002
+
+
+@dataclass(eq=False)
+class Record:
+    """One task on its way through the engine."""
+
+    id: int
+    frame: bytes | memoryview  # request header + pickled task, ready to send
+    future: Future[Any]
+    label: str  # "task 17 (square)", for error messages
+    size: int = 1  # calls in the task
+    chunk: bool = False
+    timeout: float | None = None
+    retries: int = 0
+    started: float | None = None  # when it began to run, as far as the supervisor knows
+    kill_requested: bool = False
+
+
+@dataclass(eq=False)
+class _Worker:
+    process: BaseProcess
+    conn: Connection
+    inflight: deque[Record] = field(default_factory=deque)
+    ready: bool = False
+    retiring: bool = False
+    fate: BaseException | None = None  # what its running task gets when we kill it
+    calls: int = 0
+    tasks_done: int = 0
+    busy: float = 0.0
+    last_elapsed: float = float("inf")
+    started_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class EngineOptions:
+    """How the supervisor runs its workers."""
+
+    workers: int
+    context: BaseContext
+    initializer: Callable[..., object] | None = None
+    initargs: tuple[Any, ...] = ()
+    max_tasks_per_worker: int | None = None
+    max_memory_per_worker: int | None = None
+    mark_running: bool = False  # move futures to RUNNING when sent (the Executor contract)
+
+
+class Supervisor:
+    """Owns the worker processes of one pool; see the module docstring."""
+
+    _names = itertools.count(1)
+
+    def __init__(self, options: EngineOptions) -> None:
+        self._options = options
+        self._setup = bytes(dumps((options.initializer, options.initargs, os.getpid(),
+                                   options.max_memory_per_worker is not None)))
+        self._inbox: deque[tuple[str, Any]] = deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._wake_lock = threading.Lock()  # the wake pipe is closed once, under this lock
+        self._lock = threading.Lock()  # orders submit against shutdown in caller threads
+        self._closed = False
+        self._broken: BaseException | None = None
+        self._closing = False
+        self._workers: dict[int, _Worker] = {}
+        self._pending: deque[Record] = deque()
+        self.counters = {"submitted": 0, "done": 0, "failed": 0, "retried": 0, "crashed": 0,
+                         "timed_out": 0, "workers_started": 0}
+        self._thread = threading.Thread(target=self._main, daemon=True,
+                                        name=f"manybrains-supervisor-{next(self._names)}")
+        self._thread.start()
+
+    # ---- called from any thread -------------------------------------------------------
+
+    def submit(self, record: Record) -> None:
+        """Queue ``record``; raises if the pool is closed or broken."""
+        with self._lock:
+            if self._broken is not None:
+                raise _rebuild(self._broken)
+            if self._closed:
+                raise PoolClosed("cannot submit: the pool has been shut down; create a new one")
+            self.counters["submitted"] += 1
+            self._post("submit", record)
+
+    def cancel(self, record: Record, *, kill: bool) -> None:
+        """Forget ``record`` if queued; if running and ``kill``, kill its worker."""
+        self._post("cancel", (record, kill))
+
+    def shutdown(self, *, wait: bool, cancel_futures: bool, kill: bool = False) -> None:
+        """Stop accepting tasks; finish (or cancel, or kill) the rest; stop the workers."""
+        with self._lock:
+            self._closed = True
+            self._post("shutdown", (cancel_futures, kill))
+        if wait and threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the supervisor thread still runs."""
+        return self._thread.is_alive()
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the current workers."""
+        return [w.process.pid for w in list(self._workers.values()) if w.process.pid]
+
+    def worker_table(self) -> list[dict[str, Any]]:
+        """Per-worker counters, for statistics."""
+        now = time.monotonic()
+        return [{"pid": w.process.pid, "tasks": w.tasks_done, "busy_s": w.busy,
+                 "idle_s": max(0.0, now - w.started_at - w.busy), "in_flight": len(w.inflight)}
+                for w in list(self._workers.values())]
+
+    def _post(self, command: str, payload: Any) -> None:
+        self._inbox.append((command, payload))
+        with self._wake_lock:
+            if self._wake_w < 0:  # the supervisor has exited; nobody reads the inbox
+                return
+            with contextlib.suppress(BlockingIOError):  # full pipe: a wake-up is pending
+                os.write(self._wake_w, b"\0")
+
+    # ---- the supervisor thread ----------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            self._ensure_workers()
+            while self._workers or not self._finished():
+                self._step()
+        except BaseException as exc:
+            LOGGER.exception("the manybrains supervisor failed")
+            self._break(BrokenPool(f"the pool's supervisor thread failed: {exc!r}"))
+            self._kill_all()
+        finally:
+            self._release()
+
+    def _finished(self) -> bool:
+        if self._broken is not None:
+            return True
+        return self._closing and not self._pending and not self._inflight_count()
+
+    def _step(self) -> None:
+        self._read_inbox()
+        self._dispatch()
+        if self._finished():
+            self._stop_idle_workers()
+        ready = wait(self._waitables(), timeout=self._next_deadline())
+        for source in ready:
+            self._on_ready(source)
+        self._expire_deadlines()
+
+    def _waitables(self) -> list[Any]:
+        sources: list[Any] = [self._wake_r]
+        for w in self._workers.values():
+            sources.append(w.process.sentinel)
+            if not w.conn.closed:
+                sources.append(w.conn)
+        return sources
+
+    def _on_ready(self, source: Any) -> None:
+        if source == self._wake_r:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_r, 65536)
+            return
+        for w in list(self._workers.values()):
+            if source is w.conn:
+                self._receive(w)
+            elif source == w.process.sentinel:
+                self._reap(w)
+
+    # ---- commands from callers ------------------------------------------------------------
+
+    def _read_inbox(self) -> None:
+        while self._inbox:
+            command, payload = self._inbox.popleft()
+            if command == "submit":
+                self._pending.append(payload)
+            elif command == "cancel":
+                self._cancel(*payload)
+            elif command == "shutdown":
+                self._shutdown(*payload)
+
+    def _cancel(self, record: Record, kill: bool) -> None:
+        if record in self._pending:
+            self._pending.remove(record)
+            return
+        for w in self._workers.values():
+            if record in w.inflight and kill:
+                if w.inflight[0] is record:
+                    self._kill(w, CancelledError())
+                else:  # queued behind another task: killed when it starts
+                    record.kill_requested = True
+
+    def _shutdown(self, cancel_futures: bool, kill: bool) -> None:
+        self._closing = True
+        if cancel_futures or kill:
+            while self._pending:
+                _cancel_future(self._pending.popleft().future)
+        if kill:
+            for w in list(self._workers.values()):
+                for record in w.inflight:
+                    _cancel_future(record.future)
+                self._kill(w, CancelledError())
+
+    # ---- sending ------------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        while self._pending and self._broken is None:
+            target = self._pick_worker(self._pending[0])
+            if target is None:
+                return
+            record = self._pending.popleft()
+            if self._claim(record):
+                self._send(target, record)
+
+    def _pick_worker(self, record: Record) -> _Worker | None:
+        """An idle ready worker; else one that can take the task without blocking our send."""
+        small = len(record.frame) <= _PREFETCH_BYTES
+        fallback = None
+        for w in self._workers.values():
+            if w.retiring or w.fate is not None or w.conn.closed:
+                continue
+            if not w.inflight and w.ready:
+                return w
+            if fallback is None and small and self._can_queue(w):
+                fallback = w
+        return fallback
+
+    @staticmethod
+    def _can_queue(w: _Worker) -> bool:
+        # A starting worker reads its pipe only after its initializer; a busy one only after
+        # its task, which must be short, or the queued task would wait while others idle.
+        if not w.ready:
+            return not w.inflight
+        return len(w.inflight) == 1 and w.last_elapsed <= _PREFETCH_MAX_SECONDS
+
+    def _claim(self, record: Record) -> bool:
+        """False when the caller cancelled the task before it could start."""
+        if self._options.mark_running:
+            return record.future.set_running_or_notify_cancel()
+        return not record.future.cancelled()
+
+    def _send(self, w: _Worker, record: Record) -> None:
+        try:
+            w.conn.send_bytes(record.frame)
+        except OSError:  # the worker died; its sentinel will tell, the task goes back
+            self._pending.appendleft(record)
+            w.conn.close()
+            return
+        w.inflight.append(record)
+        if len(w.inflight) == 1 and w.ready:
+            record.started = time.monotonic()
+        w.calls += record.size
+        limit = self._options.max_tasks_per_worker
+        if limit is not None and w.calls >= limit:
+            self._retire(w)
+
+    def _retire(self, w: _Worker) -> None:
+        """Let ``w`` finish what it holds, then exit; a new worker takes its place now."""
+        w.retiring = True
+        with contextlib.suppress(OSError):
+            w.conn.send_bytes(protocol.request(protocol.STOP))
+        self._ensure_workers()
+
+    def _stop_idle_workers(self) -> None:
+        for w in self._workers.values():
+            if not w.retiring and not w.inflight:
+                w.retiring = True
+                with contextlib.suppress(OSError):
+                    w.conn.send_bytes(protocol.request(protocol.STOP))
+
+    # ---- receiving ------------------------------------------------------------------------
+
+    def _receive(self, w: _Worker) -> None:
+        while not w.conn.closed:
+            try:
+                if not w.conn.poll():
+                    return
+                frame = w.conn.recv_bytes()
+            except (EOFError, OSError):  # it died; the sentinel path handles its tasks
+                w.conn.close()
+                return
+            self._on_message(w, frame)
+
+    def _on_message(self, w: _Worker, frame: bytes) -> None:
+        kind, task_id, elapsed, rss = protocol.read_reply(frame)
+        body = memoryview(frame)[protocol.REPLY_SIZE:]
+        if kind == protocol.READY:
+            self._on_ready_worker(w)
+        elif kind == protocol.INIT_FAILED:
+            self._on_init_failed(body)
+        elif w.inflight and w.inflight[0].id == task_id:
+            record = w.inflight.popleft()
+            self._account(w, elapsed)
+            self._settle(record, kind, body, elapsed)
+            self._after_task(w, rss)
+
+    def _on_ready_worker(self, w: _Worker) -> None:
+        w.ready = True
+        if w.inflight:
+            w.inflight[0].started = time.monotonic()
+
+    def _on_init_failed(self, body: memoryview) -> None:
+        try:
+            exc, tb = loads(body)
+            cause = attach(exc, tb)
+        except BaseException as load_exc:  # noqa: BLE001
+            cause = load_exc
+        error = InitializerFailed(f"the pool's initializer failed in a worker: {cause!r}")
+        error.__cause__ = cause
+        self._break(error)
+
+    def _account(self, w: _Worker, elapsed: float) -> None:
+        w.tasks_done += 1
+        w.busy += elapsed
+        w.last_elapsed = elapsed
+        if w.inflight:
+            w.inflight[0].started = time.monotonic()
+
+    def _after_task(self, w: _Worker, rss: int) -> None:
+        limit = self._options.max_memory_per_worker
+        if limit is not None and rss > limit and not w.retiring:
+            self._retire(w)
+        if w.inflight and w.inflight[0].kill_requested:
+            self._kill(w, CancelledError())
+
+    def _settle(self, record: Record, kind: int, body: memoryview, elapsed: float) -> None:
+        try:
+            payload = loads(body)
+        except BaseException as load_error:  # noqa: BLE001 - a bad result fails its task alone
+            error = SerializationError(
+                f"cannot unpickle the result of {record.label}: {load_error!r}")
+            error.__cause__ = load_error
+            return self._fail(record, error)
+        if kind == protocol.RESULT:
+            self.counters["done"] += 1
+            if record.chunk:
+                values, item_error, tb = payload
+                payload = ChunkOutcome(values, attach(item_error, tb) if item_error else None,
+                                       elapsed)
+            return set_result(record.future, payload)
+        if kind == protocol.ERROR:
+            task_error, tb = payload
+            return self._fail(record, attach(task_error, tb))
+        message, tb = payload
+        error = SerializationError(f"{record.label}: {message}")
+        error.__cause__ = RemoteTraceback(tb)
+        self._fail(record, error)
+
+    def _fail(self, record: Record, error: BaseException) -> None:
+        self.counters["failed"] += 1
+        set_exception(record.future, error)
+
+    # ---- faults ---------------------------------------------------------------------------
+
+    def _reap(self, w: _Worker) -> None:
+        """``w`` exited: settle what it held and replace it."""
+        self._receive(w)  # results it sent before dying are still in the pipe
+        w.process.join()
+        w.conn.close()
+        del self._workers[id(w)]
+        if not w.ready and w.fate is None and self._broken is None:
+            self._on_startup_death(w)
+        elif w.inflight:
+            self._on_death(w)
+        self._ensure_workers()
+
+    def _on_startup_death(self, w: _Worker) -> None:
+        how = describe_exit(w.process.exitcode)
+        if self._options.initializer is not None:
+            self._break(InitializerFailed(f"a worker died in the pool's initializer ({how})"))
+        else:
+            self._break(BrokenPool(f"a worker died while starting ({how})"))
+
+    def _on_death(self, w: _Worker) -> None:
+        running = w.inflight.popleft()
+        self._pending.extendleft(reversed(w.inflight))  # never started: they go first again
+        if w.fate is not None:
+            if isinstance(w.fate, TimeoutError):
+                self.counters["timed_out"] += 1
+            return self._fail(running, w.fate)
+        self.counters["crashed"] += 1
+        if running.retries > 0 and not running.future.done():
+            running.retries -= 1
+            self.counters["retried"] += 1
+            return self._pending.appendleft(running)
+        how = describe_exit(w.process.exitcode)
+        self._fail(running, WorkerCrashed(
+            f"the worker (pid {w.process.pid}) running {running.label} died with {how}",
+            pid=w.process.pid, exitcode=w.process.exitcode))
+
+    def _expire_deadlines(self) -> None:
+        now = time.monotonic()
+        for w in list(self._workers.values()):
+            head = w.inflight[0] if w.inflight else None
+            if head is None or w.fate is not None or head.timeout is None:
+                continue
+            if head.started is not None and now >= head.started + head.timeout:
+                self._kill(w, TimeoutError(
+                    f"{head.label} ran longer than its timeout of {head.timeout:g} s; "
+                    "its worker was killed and replaced"))
+
+    def _next_deadline(self) -> float | None:
+        deadlines = [w.inflight[0].started + w.inflight[0].timeout
+                     for w in self._workers.values()
+                     if w.inflight and w.fate is None and w.inflight[0].timeout is not None
+                     and w.inflight[0].started is not None]
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _kill(self, w: _Worker, fate: BaseException) -> None:
+        """Kill ``w`` and the processes it started; its sentinel then settles its tasks."""
+        w.fate = fate
+        kill_tree(w.process.pid)
+
+    def _kill_all(self) -> None:
+        for w in list(self._workers.values()):
+            self._kill(w, CancelledError())
+        for w in list(self._workers.values()):
+            w.process.join()
+            w.conn.close()
+        self._workers.clear()
+
+    def _break(self, error: BaseException) -> None:
+        """The pool cannot go on: fail every task once and stop every worker."""
+        if self._broken is not None:
+            return
+        with self._lock:
+            self._broken = error
+        for w in list(self._workers.values()):
+            while w.inflight:
+                set_exception(w.inflight.popleft().future, _rebuild(error))
+            self._kill(w, error)
+        while self._pending:
+            set_exception(self._pending.popleft().future, _rebuild(error))
+
+    # ---- workers --------------------------------------------------------------------------
+
+    def _ensure_workers(self) -> None:
+        if self._broken is not None or (self._closing and not self._has_work()):
+            return
+        active = sum(1 for w in self._workers.values() if not w.retiring)
+        for _ in range(self._options.workers - active):
+            self._start_worker()
+
+    def _has_work(self) -> bool:
+        return bool(self._pending) or self._inflight_count() > 0
+
+    def _start_worker(self) -> None:
+        parent_end, child_end = self._options.context.Pipe(duplex=True)
+        process = self._options.context.Process(  # type: ignore[attr-defined]
+            target=worker.main, args=(child_end, self._setup), name="manybrains-worker")
+        try:
+            process.start()
+        except BaseException as exc:  # noqa: BLE001 - e.g. out of processes or memory
+            parent_end.close()
+            self._break(BrokenPool(f"cannot start a worker process: {exc!r}"))
+            return
+        finally:
+            child_end.close()
+        self.counters["workers_started"] += 1
+        w = _Worker(process, parent_end)
+        self._workers[id(w)] = w
+
+    def _inflight_count(self) -> int:
+        return sum(len(w.inflight) for w in self._workers.values())
+
+    def _release(self) -> None:
+        with self._wake_lock:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_w = -1
+        for w in self._workers.values():
+            w.conn.close()
+
+
+def kill_tree(pid: int | None) -> None:
+    """SIGKILL a process and every process below it (children first found, then killed)."""
+    if pid is None:
+        return
+    try:
+        parent = psutil.Process(pid)
+        family = [*parent.children(recursive=True), parent]
+    except psutil.Error:
+        return
+    for proc in family:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+
+
+def _cancel_future(future: Future[Any]) -> None:
+    if not future.cancel():
+        set_exception(future, CancelledError())
+    with contextlib.suppress(RuntimeError):  # wakes concurrent.futures.wait() waiters
+        future.set_running_or_notify_cancel()
+
+
+def _rebuild(error: BaseException) -> BaseException:
+    """A fresh copy of ``error`` for each raise, so tracebacks do not pile up on one object."""
+    copy = type(error)(*error.args)
+    copy.__cause__ = error.__cause__
+    return copy

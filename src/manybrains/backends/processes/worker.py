@@ -1,0 +1,136 @@
+"""The worker process: receive a task, run it, send the outcome back; repeat.
+
+Everything that can go wrong with one task (its unpickling, the call, pickling its result)
+is caught here and reported for that task alone. Only a crash of the process itself escapes,
+and the supervisor sees that through the process sentinel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+import cloudpickle  # noqa: F401 - imported here so a forkserver preloads it for every worker
+
+from ..._remote import format_exception, stand_in
+from ..._serialize import dumps, loads
+from ..._task import run_chunk
+from . import protocol
+
+_PR_SET_PDEATHSIG = 1
+
+
+def main(conn: Connection, setup: bytes) -> None:
+    """Entry point of a worker process (the ``target`` of its ``Process``)."""
+    initializer, initargs, parent_pid, measure_memory = loads(setup)
+    _detach_from_parent_signals(parent_pid)
+    if initializer is not None:
+        try:
+            initializer(*initargs)
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
+            _send(conn, _error_frame(protocol.INIT_FAILED, 0, 0.0, exc))
+            return
+    if _send(conn, protocol.reply(protocol.READY)):
+        _serve(conn, _memory_probe(measure_memory))
+
+
+def _serve(conn: Connection, rss: Any) -> None:
+    while True:
+        try:
+            frame = conn.recv_bytes()
+        except (EOFError, OSError):  # the parent is gone
+            return
+        kind, task_id = protocol.read_request(frame)
+        if kind == protocol.STOP:
+            return
+        outcome, elapsed, body = _run(memoryview(frame)[protocol.REQUEST_SIZE:])
+        del frame  # a big task's bytes can go before its result is pickled
+        if not _send(conn, _frame(outcome, task_id, elapsed, rss() if rss else 0, body)):
+            return
+
+
+def _run(payload: memoryview) -> tuple[int, float, Any]:
+    """Run one task: ``(RESULT or ERROR, seconds, what to send back)``."""
+    start = time.perf_counter()
+    try:
+        fn, args, kwargs, items, star = loads(payload)
+    except BaseException as exc:  # noqa: BLE001 - a task that cannot be unpickled fails alone
+        return protocol.ERROR, 0.0, _portable(exc)
+    if items is None:
+        try:
+            value = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - SystemExit too: it belongs to the task
+            return protocol.ERROR, time.perf_counter() - start, _portable(exc)
+        return protocol.RESULT, time.perf_counter() - start, value
+    outcome = run_chunk(fn, items, star)
+    return protocol.RESULT, outcome.elapsed, (outcome.values, *_portable(outcome.error))
+
+
+def _frame(kind: int, task_id: int, elapsed: float, rss: int, body: Any) -> memoryview:
+    try:
+        return dumps(body, header=protocol.reply(kind, task_id, elapsed, rss))
+    except BaseException as exc:  # noqa: BLE001 - an unpicklable result fails its task alone
+        message = f"cannot pickle the result ({type(body).__qualname__}): {exc}"
+        header = protocol.reply(protocol.BAD_RESULT, task_id, elapsed, rss)
+        return dumps((message, format_exception(exc)), header=header)
+
+
+def _error_frame(kind: int, task_id: int, elapsed: float, exc: BaseException) -> memoryview:
+    return dumps(_portable(exc), header=protocol.reply(kind, task_id, elapsed))
+
+
+def _portable(exc: BaseException | None) -> tuple[BaseException | None, str]:
+    """The exception and its traceback, replaced by a stand-in if it cannot travel."""
+    if exc is None:
+        return None, ""
+    tb = format_exception(exc)
+    try:
+        loads(dumps(exc))  # exceptions with extra __init__ arguments often fail only here
+    except BaseException:  # noqa: BLE001
+        return stand_in(exc), tb
+    return exc, tb
+
+
+def _send(conn: Connection, frame: bytes | memoryview | bytearray) -> bool:
+    try:
+        conn.send_bytes(frame)
+    except OSError:  # the parent is gone; nothing is waiting for this result
+        return False
+    return True
+
+
+def _memory_probe(enabled: bool) -> Any:
+    if not enabled:
+        return None
+    import psutil
+
+    info = psutil.Process().memory_info
+    return lambda: info().rss
+
+
+def _detach_from_parent_signals(parent_pid: int) -> None:
+    # Ctrl-C reaches the whole process group; the parent decides what stops, so workers
+    # ignore SIGINT and print no traceback of their own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        # Die with the process that started this one (the pool, or its forkserver, which
+        # exits with the pool's process). Then close the race where it died before prctl.
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if not _alive(parent_pid):
+        os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
