@@ -3,44 +3,69 @@
 >>> import manybrains as mb
 >>> mb.map(lambda x: x * x, range(5))
 [0, 1, 4, 9, 16]
+
+The names below are imported on first use: worker processes import this package too, and
+every millisecond of their start-up is paid before the first result.
 """
 
-from ._api import default_pool as default_pool
-from ._api import imap as imap
-from ._api import map as map
-from ._api import shutdown_default_pool as shutdown_default_pool
-from ._api import submit as submit
-from ._cpus import usable_cpus as usable_cpus
-from ._errors import BackendNotFound as BackendNotFound
-from ._errors import BrokenPool as BrokenPool
-from ._errors import InitializerFailed as InitializerFailed
-from ._errors import ManybrainsError as ManybrainsError
-from ._errors import PoolClosed as PoolClosed
-from ._errors import SerializationError as SerializationError
-from ._errors import WorkerCrashed as WorkerCrashed
-from ._executor import ProcessPoolExecutor as ProcessPoolExecutor
-from ._pool import Pool as Pool
-from ._remote import RemoteError as RemoteError
-from ._remote import RemoteTraceback as RemoteTraceback
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._api import default_pool as default_pool
+    from ._api import imap as imap
+    from ._api import map as map
+    from ._api import shutdown_default_pool as shutdown_default_pool
+    from ._api import submit as submit
+    from ._cpus import usable_cpus as usable_cpus
+    from ._errors import BackendNotFound as BackendNotFound
+    from ._errors import BrokenPool as BrokenPool
+    from ._errors import InitializerFailed as InitializerFailed
+    from ._errors import ManybrainsError as ManybrainsError
+    from ._errors import PoolClosed as PoolClosed
+    from ._errors import SerializationError as SerializationError
+    from ._errors import WorkerCrashed as WorkerCrashed
+    from ._executor import ProcessPoolExecutor as ProcessPoolExecutor
+    from ._pool import Pool as Pool
+    from ._remote import RemoteError as RemoteError
+    from ._remote import RemoteTraceback as RemoteTraceback
 
 __version__ = "0.1.0"
 
-__all__ = (
-    "BackendNotFound",
-    "BrokenPool",
-    "InitializerFailed",
-    "ManybrainsError",
-    "Pool",
-    "PoolClosed",
-    "ProcessPoolExecutor",
-    "RemoteError",
-    "RemoteTraceback",
-    "SerializationError",
-    "WorkerCrashed",
-    "default_pool",
-    "imap",
-    "map",
-    "shutdown_default_pool",
-    "submit",
-    "usable_cpus",
-)
+# public name -> the module defining it
+_EXPORTS = {
+    "default_pool": "._api",
+    "imap": "._api",
+    "map": "._api",
+    "shutdown_default_pool": "._api",
+    "submit": "._api",
+    "usable_cpus": "._cpus",
+    "BackendNotFound": "._errors",
+    "BrokenPool": "._errors",
+    "InitializerFailed": "._errors",
+    "ManybrainsError": "._errors",
+    "PoolClosed": "._errors",
+    "SerializationError": "._errors",
+    "WorkerCrashed": "._errors",
+    "ProcessPoolExecutor": "._executor",
+    "Pool": "._pool",
+    "RemoteError": "._remote",
+    "RemoteTraceback": "._remote",
+}
+
+__all__ = tuple(sorted(_EXPORTS))
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'manybrains' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

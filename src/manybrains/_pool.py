@@ -19,7 +19,8 @@ from ._cpus import usable_cpus
 from ._serialize import PickledOnce
 from ._stream import stream
 from ._task import ChunkOutcome, Task
-from .backends import Backend, PoolOptions, get_backend
+from .backends import get_backend
+from .backends._base import Backend, PoolOptions
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -16,8 +16,6 @@ from typing import Any
 
 import cloudpickle
 
-from ._errors import SerializationError
-
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 # SystemExit raised from a __reduce__ is a pickling failure, not a request to exit.
@@ -47,6 +45,8 @@ def dumps_checked(obj: object, *, header: bytes, parts: Callable[[], Iterable[tu
     try:
         return dumps(obj, header=header)
     except _PICKLING_FAILURES as exc:
+        from ._errors import SerializationError  # parent-only; workers never raise it
+
         raise SerializationError(_explain(exc, parts())) from exc
 
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import importlib
 
-from .._errors import BackendNotFound
-from ._base import Backend, PoolOptions
+from typing import TYPE_CHECKING
 
-__all__ = ("Backend", "PoolOptions", "available_backends", "get_backend", "known_backends")
+if TYPE_CHECKING:
+    from ._base import Backend
+
+__all__ = ("available_backends", "get_backend", "known_backends")
 
 # name -> (module, the pip extra that brings its dependencies, or None)
 _REGISTRY: dict[str, tuple[str, str | None]] = {
@@ -29,7 +31,7 @@ def available_backends() -> tuple[str, ...]:
     for name in _REGISTRY:
         try:
             get_backend(name)
-        except BackendNotFound:
+        except LookupError:  # BackendNotFound
             continue
         names.append(name)
     return tuple(names)
@@ -37,6 +39,8 @@ def available_backends() -> tuple[str, ...]:
 
 def get_backend(name: str) -> type[Backend]:
     """The backend class registered as ``name``; BackendNotFound says what to do if missing."""
+    from .._errors import BackendNotFound
+
     if not isinstance(name, str) or name not in _REGISTRY:
         raise BackendNotFound(f"unknown backend {name!r}; choose one of "
                               f"{', '.join(map(repr, known_backends()))}")

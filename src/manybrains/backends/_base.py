@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
-from multiprocessing.context import BaseContext
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from .._task import Task
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+    from multiprocessing.context import BaseContext
+
+    from .._task import Task
 
 
 @dataclass

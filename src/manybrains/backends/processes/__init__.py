@@ -10,16 +10,19 @@ from __future__ import annotations
 import atexit
 import itertools
 import weakref
-from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..._future import TaskFuture
 from ..._serialize import PickledOnce, dumps_checked
 from ..._task import Task
 from .._base import Backend, PoolOptions
 from . import protocol
-from .context import get_context
-from .supervisor import EngineOptions, Record, Supervisor
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+# Workers import this package too (their module lives in it), so the parent-only machinery
+# (the supervisor, concurrent.futures) is imported when a pool starts, keeping each worker's
+# start-up short.
 
 _ids = itertools.count(1)
 _live: weakref.WeakSet[ProcessBackend] = weakref.WeakSet()
@@ -34,6 +37,9 @@ class ProcessBackend(Backend):
     pickles_tasks = True
 
     def start(self, options: PoolOptions) -> None:
+        from .context import get_context
+        from .supervisor import EngineOptions, Supervisor
+
         self._options = options
         self._supervisor = Supervisor(EngineOptions(
             workers=options.workers, context=get_context(options.start_method),
@@ -45,6 +51,9 @@ class ProcessBackend(Backend):
 
     def submit(self, task: Task, *, timeout: float | None = None, retries: int = 0
                ) -> Future[Any]:
+        from ..._future import TaskFuture
+        from .supervisor import Record
+
         task_id = next(_ids)
         frame = dumps_checked((task.fn, task.args, task.kwargs, task.items, task.star),
                               header=protocol.request(protocol.TASK, task_id), parts=task.parts)

@@ -52,8 +52,6 @@ from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-import psutil
-
 from ..._errors import (
     BrokenPool,
     InitializerFailed,
@@ -553,6 +551,8 @@ def kill_tree(pid: int | None) -> None:
     """SIGKILL a process and every process below it (children first found, then killed)."""
     if pid is None:
         return
+    import psutil  # only needed when something goes wrong; keeps worker start-up light
+
     try:
         parent = psutil.Process(pid)
         family = [*parent.children(recursive=True), parent]

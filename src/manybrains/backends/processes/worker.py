@@ -12,8 +12,7 @@ import os
 import signal
 import sys
 import time
-from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle  # noqa: F401 - imported here so a forkserver preloads it for every worker
 
@@ -21,6 +20,9 @@ from ..._remote import format_exception, stand_in
 from ..._serialize import dumps, loads
 from ..._task import run_chunk
 from . import protocol
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 _PR_SET_PDEATHSIG = 1
 
