@@ -43,3 +43,8 @@ def recall(_: object = None) -> object:
 def count_calls(_: object = None) -> int:
     _state["calls"] = int(_state.get("calls", 0)) + 1  # type: ignore[call-overload]
     return int(_state["calls"])  # type: ignore[call-overload]
+
+
+def small_work(x: int) -> int:
+    """A few microseconds of pure-Python work, returning a checkable value."""
+    return sum(range(x % 200)) + x

@@ -31,6 +31,14 @@ if TYPE_CHECKING:
     from ._pool import Pool as Pool
     from ._remote import RemoteError as RemoteError
     from ._remote import RemoteTraceback as RemoteTraceback
+    from ._spawn import Handle as Handle
+    from ._spawn import spawn as spawn
+    from .ipc.autoshare import set_array_threshold as set_array_threshold
+    from .ipc.queue import Queue as Queue
+    from .ipc.queue import QueueClosed as QueueClosed
+    from .ipc.shared import Array as Array
+    from .ipc.shared import Value as Value
+    from .ipc.sharedarray import SharedArray as SharedArray
 
 __version__ = "0.1.0"
 
@@ -53,6 +61,14 @@ _EXPORTS = {
     "Pool": "._pool",
     "RemoteError": "._remote",
     "RemoteTraceback": "._remote",
+    "Handle": "._spawn",
+    "spawn": "._spawn",
+    "set_array_threshold": ".ipc.autoshare",
+    "Queue": ".ipc.queue",
+    "QueueClosed": ".ipc.queue",
+    "Array": ".ipc.shared",
+    "Value": ".ipc.shared",
+    "SharedArray": ".ipc.sharedarray",
 }
 
 __all__ = tuple(sorted(_EXPORTS))

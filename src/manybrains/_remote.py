@@ -8,7 +8,10 @@ traceback.
 
 from __future__ import annotations
 
+import pickle
 import traceback
+
+import cloudpickle
 
 
 class RemoteTraceback(Exception):
@@ -31,6 +34,10 @@ class RemoteError(Exception):
     def __init__(self, type_name: str, message: str) -> None:
         super().__init__(f"{type_name}: {message}")
         self.type_name = type_name
+        self.message = message
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (RemoteError, (self.type_name, self.message))
 
 
 def format_exception(exc: BaseException) -> str:
@@ -54,3 +61,15 @@ def stand_in(exc: BaseException) -> RemoteError:
     except Exception:  # noqa: BLE001 - a broken __str__ must not hide the failure it describes
         message = "<unprintable>"
     return RemoteError(f"{kind.__module__}.{kind.__qualname__}", message)
+
+
+def portable(exc: BaseException | None) -> tuple[BaseException | None, str]:
+    """``exc`` and its traceback, ready to pickle: a stand-in if ``exc`` cannot travel."""
+    if exc is None:
+        return None, ""
+    tb = format_exception(exc)
+    try:
+        pickle.loads(cloudpickle.dumps(exc))  # exceptions with extra __init__ args fail here
+    except BaseException:  # noqa: BLE001
+        return stand_in(exc), tb
+    return exc, tb

@@ -16,6 +16,8 @@ from typing import Any
 
 import cloudpickle
 
+from .ipc.autoshare import SharingPickler
+
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 # SystemExit raised from a __reduce__ is a pickling failure, not a request to exit.
@@ -26,7 +28,7 @@ def dumps(obj: object, *, header: bytes = b"") -> memoryview:
     """Pickle ``obj`` after ``header`` in one buffer, so a message is sent without a copy."""
     buffer = io.BytesIO()
     buffer.write(header)
-    cloudpickle.CloudPickler(buffer, protocol=PROTOCOL).dump(obj)
+    SharingPickler(buffer, protocol=PROTOCOL).dump(obj)  # big arrays: see ipc.autoshare
     return buffer.getbuffer()
 
 

@@ -3,15 +3,27 @@
 Every backend executes tasks with these functions, so a chunk behaves the same in a worker
 process, a thread or the caller: items run in order, and the first item that raises stops the
 chunk, keeping the results before it.
+
+A coroutine function travels wrapped in :class:`AsyncCall`, a plain callable, so that a
+backend without an event loop (a worker process, a thread) can run it: a single call runs on a
+fresh loop, and a chunk runs its items *concurrently* on one loop, up to ``concurrency`` at
+once. That keeps a chunk one engine task: a worker process holds thousands of waiting
+coroutines while the engine sees one message each way.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from ._serialize import PickledOnce
+
+DEFAULT_CONCURRENCY = 100
 
 
 @dataclass(slots=True)
@@ -48,6 +60,45 @@ class ChunkOutcome:
     elapsed: float = 0.0  # seconds spent running the calls, to size later chunks
 
 
+class AsyncCall:
+    """A coroutine function as a plain callable: each call runs on a fresh event loop.
+
+    ``concurrency`` is how many items of one chunk may be awaited at once.
+    """
+
+    __slots__ = ("concurrency", "fn")
+
+    def __init__(self, fn: Callable[..., Awaitable[Any]],
+                 concurrency: int = DEFAULT_CONCURRENCY) -> None:
+        self.fn = fn
+        self.concurrency = concurrency
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return asyncio.run(_awaited(self.fn(*args, **kwargs)))
+
+    def __repr__(self) -> str:
+        return f"AsyncCall({_name(self.fn)}, concurrency={self.concurrency})"
+
+
+def is_coroutine_function(fn: object) -> bool:
+    """Whether calling ``fn`` returns a coroutine (``async def``, or a partial of one)."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "func", None)) or inspect.iscoroutinefunction(
+        getattr(type(fn), "__call__", None))
+
+
+def unwrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The user's function inside the wrappers the pool adds (PickledOnce, AsyncCall)."""
+    while isinstance(fn, (PickledOnce, AsyncCall)):
+        fn = fn.fn
+    return fn
+
+
+def unpickled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` without its PickledOnce wrapper: a backend in this process calls it directly."""
+    return fn.fn if isinstance(fn, PickledOnce) else fn
+
+
 def run_task(task: Task) -> Any:
     """Run ``task`` here; a single call raises, a chunk returns a :class:`ChunkOutcome`."""
     if task.items is None:
@@ -57,6 +108,9 @@ def run_task(task: Task) -> Any:
 
 def run_chunk(fn: Callable[..., Any], items: Sequence[Any], star: bool) -> ChunkOutcome:
     """Apply ``fn`` to each item in order, stopping at the first item that raises."""
+    coroutine_fn = _async_call(fn)
+    if coroutine_fn is not None:
+        return asyncio.run(_run_chunk_on_loop(coroutine_fn, items, star))
     start = time.perf_counter()
     values: list[Any] = []
     # list.extend keeps what was appended before an exception, so the C-speed map() path
@@ -66,6 +120,66 @@ def run_chunk(fn: Callable[..., Any], items: Sequence[Any], star: bool) -> Chunk
     except BaseException as exc:  # noqa: BLE001 - the error belongs to that item
         return ChunkOutcome(values, exc, time.perf_counter() - start)
     return ChunkOutcome(values, None, time.perf_counter() - start)
+
+
+async def _run_chunk_on_loop(call: AsyncCall, items: Sequence[Any], star: bool
+                             ) -> ChunkOutcome:
+    limit = asyncio.Semaphore(call.concurrency)
+    return await run_chunk_async(call.fn, items, star, limit)
+
+
+async def run_chunk_async(fn: Callable[..., Awaitable[Any]], items: Sequence[Any], star: bool,
+                          limit: asyncio.Semaphore) -> ChunkOutcome:
+    """Await ``fn`` on every item concurrently (``limit`` bounds how many run at once).
+
+    The outcome is the one a sequential run would give: the results before the first item
+    (in input order) that raised, then its error. Items after a failed one are cancelled or
+    never started.
+    """
+    start = time.perf_counter()
+    state = _ChunkState(len(items))
+
+    async def one(index: int, item: Any) -> None:
+        async with limit:
+            if index > state.first_error:
+                return  # an earlier item already failed: a sequential run stops there
+            try:
+                state.values[index] = await (fn(*item) if star else fn(item))
+            except BaseException as exc:  # noqa: BLE001 - the error belongs to that item
+                state.fail(index, exc)
+
+    state.tasks = [asyncio.ensure_future(one(i, item)) for i, item in enumerate(items)]
+    # return_exceptions: an item cancelled while it waited for the limit must not fail the rest
+    await asyncio.gather(*state.tasks, return_exceptions=True)
+    stop = state.first_error
+    return ChunkOutcome(state.values[:stop], state.error, time.perf_counter() - start)
+
+
+class _ChunkState:
+    __slots__ = ("error", "first_error", "tasks", "values")
+
+    def __init__(self, size: int) -> None:
+        self.values: list[Any] = [None] * size
+        self.first_error = size
+        self.error: BaseException | None = None
+        self.tasks: list[asyncio.Future[None]] = []
+
+    def fail(self, index: int, exc: BaseException) -> None:
+        if index >= self.first_error:
+            return  # e.g. cancelled because an earlier item failed
+        self.first_error, self.error = index, exc
+        for task in self.tasks[index + 1:]:
+            task.cancel()
+
+
+def _async_call(fn: object) -> AsyncCall | None:
+    if isinstance(fn, PickledOnce):
+        fn = fn.fn
+    return fn if isinstance(fn, AsyncCall) else None
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 def _name(fn: object) -> str:

@@ -17,6 +17,7 @@ __all__ = ("available_backends", "get_backend", "known_backends")
 # name -> (module, the pip extra that brings its dependencies, or None)
 _REGISTRY: dict[str, tuple[str, str | None]] = {
     "processes": ("manybrains.backends.processes", None),
+    "dask": ("manybrains.backends.dask", "dask"),
 }
 
 

@@ -31,6 +31,12 @@ class PoolOptions:
     start_method: str | BaseContext | None = None
     cancel_running: bool = False  # future.cancel() stops a running task where possible
     executor_semantics: bool = False  # concurrent.futures contract: RUNNING state, wait at exit
+    concurrency: int | None = None  # coroutines awaited at once (per worker); None: default
+    # A cluster to run on (the "dask" backend): its scheduler's address, or a client already
+    # connected to it. With neither, the backend starts a local cluster of ``workers``.
+    address: str | None = None
+    client: Any = None
+    dashboard: bool | str = False  # the local cluster's dashboard: True, or "host:port"
 
 
 class Backend(abc.ABC):
@@ -39,6 +45,9 @@ class Backend(abc.ABC):
     name: ClassVar[str]
     #: Tasks cross a process boundary, so the pool pickles each function once per map.
     pickles_tasks: ClassVar[bool] = False
+    #: How many tasks it runs at once (None: one per worker); the pool keeps about twice as
+    #: many in flight. ``"auto"`` changes it when it moves a function to another backend.
+    capacity: int | None = None
 
     @abc.abstractmethod
     def start(self, options: PoolOptions) -> None:

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..._serialize import PickledOnce, dumps_checked
 from ..._task import Task
+from ...ipc.arena import Arena, release_shared_memory
+from ...ipc.autoshare import Loan
 from .._base import Backend, PoolOptions
 from . import protocol
 
@@ -41,6 +43,7 @@ class ProcessBackend(Backend):
         from .supervisor import EngineOptions, Supervisor
 
         self._options = options
+        self._arena = Arena()  # shared memory for big array arguments, reused across tasks
         self._supervisor = Supervisor(EngineOptions(
             workers=options.workers, context=get_context(options.start_method),
             initializer=options.initializer, initargs=options.initargs,
@@ -55,15 +58,18 @@ class ProcessBackend(Backend):
         from .supervisor import Record
 
         task_id = next(_ids)
-        frame = dumps_checked((task.fn, task.args, task.kwargs, task.items, task.star),
-                              header=protocol.request(protocol.TASK, task_id), parts=task.parts)
-        future = TaskFuture()
-        record = Record(task_id, frame, future, _label(task_id, task), size=task.size,
-                        chunk=task.items is not None, timeout=timeout, retries=retries)
-        future.record = record  # type: ignore[attr-defined]
-        if not self._options.executor_semantics:
-            future.add_done_callback(self._on_done)
-        self._supervisor.submit(record)
+        with Loan(self._arena) as loan:  # given back if the task never reaches the engine
+            frame = dumps_checked((task.fn, task.args, task.kwargs, task.items, task.star),
+                                  header=protocol.request(protocol.TASK, task_id),
+                                  parts=task.parts)
+            future = TaskFuture()
+            record = Record(task_id, frame, future, _label(task_id, task), size=task.size,
+                            chunk=task.items is not None, timeout=timeout, retries=retries)
+            future.record = record  # type: ignore[attr-defined]
+            if not self._options.executor_semantics:
+                future.add_done_callback(self._on_done)
+            self._supervisor.submit(record)
+        loan.settle_with(future)
         return future
 
     def cancel(self, future: Future[Any]) -> bool:
@@ -77,6 +83,7 @@ class ProcessBackend(Backend):
     def shutdown(self, *, wait: bool = True, cancel_futures: bool = False, kill: bool = False
                  ) -> None:
         self._supervisor.shutdown(wait=wait, cancel_futures=cancel_futures, kill=kill)
+        release_shared_memory(self._arena, workers_gone=wait)
 
     def statistics(self) -> dict[str, Any]:
         return {**self._supervisor.counters, "workers": self._supervisor.worker_table()}
@@ -95,6 +102,7 @@ class ProcessBackend(Backend):
         wait_for_work = self._options.executor_semantics  # as the stdlib executor does
         self._supervisor.shutdown(wait=True, cancel_futures=not wait_for_work,
                                   kill=not wait_for_work)
+        release_shared_memory(self._arena, workers_gone=True)
 
 
 def _label(task_id: int, task: Task) -> str:

@@ -41,6 +41,7 @@ import contextlib
 import itertools
 import logging
 import os
+import signal
 import threading
 import time
 from collections import deque
@@ -138,6 +139,7 @@ class Supervisor:
         self._closing = False
         self._workers: dict[int, _Worker] = {}
         self._pending: deque[Record] = deque()
+        self._open: dict[int, Record] = {}  # every record whose future we still owe
         self.counters = {"submitted": 0, "done": 0, "failed": 0, "retried": 0, "crashed": 0,
                          "timed_out": 0, "workers_started": 0}
         self._thread = threading.Thread(target=self._main, daemon=True,
@@ -195,6 +197,10 @@ class Supervisor:
     # ---- the supervisor thread ----------------------------------------------------------
 
     def _main(self) -> None:
+        # Processes inherit the signal mask of the thread that starts them, across exec too:
+        # with SIGINT blocked here, a Ctrl-C that lands while a worker (or the forkserver)
+        # is still starting waits until the worker has chosen to ignore it.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             self._ensure_workers()
             while self._workers or not self._finished():
@@ -246,6 +252,7 @@ class Supervisor:
         while self._inbox:
             command, payload = self._inbox.popleft()
             if command == "submit":
+                self._open[payload.id] = payload
                 self._pending.append(payload)
             elif command == "cancel":
                 self._cancel(*payload)
@@ -255,6 +262,7 @@ class Supervisor:
     def _cancel(self, record: Record, kill: bool) -> None:
         if record in self._pending:
             self._pending.remove(record)
+            self._open.pop(record.id, None)
             return
         for w in self._workers.values():
             if record in w.inflight and kill:
@@ -267,12 +275,20 @@ class Supervisor:
         self._closing = True
         if cancel_futures or kill:
             while self._pending:
-                _cancel_future(self._pending.popleft().future)
+                record = self._pending.popleft()
+                self._open.pop(record.id, None)
+                self._cancel_future(record.future)
         if kill:
             for w in list(self._workers.values()):
                 for record in w.inflight:
-                    _cancel_future(record.future)
+                    self._cancel_future(record.future)
                 self._kill(w, CancelledError())
+
+    def _cancel_future(self, future: Future[Any]) -> None:
+        if not future.cancel():  # already running, in the concurrent.futures sense
+            set_exception(future, CancelledError())
+        elif self._options.mark_running:  # else the backend's done-callback does this
+            future.set_running_or_notify_cancel()  # wakes concurrent.futures.wait() waiters
 
     # ---- sending ------------------------------------------------------------------------------
 
@@ -284,6 +300,8 @@ class Supervisor:
             record = self._pending.popleft()
             if self._claim(record):
                 self._send(target, record)
+            else:
+                self._open.pop(record.id, None)
 
     def _pick_worker(self, record: Record) -> _Worker | None:
         """An idle ready worker; else one that can take the task without blocking our send."""
@@ -406,6 +424,7 @@ class Supervisor:
             return self._fail(record, error)
         if kind == protocol.RESULT:
             self.counters["done"] += 1
+            self._open.pop(record.id, None)
             if record.chunk:
                 values, item_error, tb = payload
                 payload = ChunkOutcome(values, attach(item_error, tb) if item_error else None,
@@ -421,6 +440,7 @@ class Supervisor:
 
     def _fail(self, record: Record, error: BaseException) -> None:
         self.counters["failed"] += 1
+        self._open.pop(record.id, None)
         set_exception(record.future, error)
 
     # ---- faults ---------------------------------------------------------------------------
@@ -438,6 +458,8 @@ class Supervisor:
         self._ensure_workers()
 
     def _on_startup_death(self, w: _Worker) -> None:
+        self._pending.extendleft(reversed(w.inflight))  # failed below with the others
+        w.inflight.clear()
         how = describe_exit(w.process.exitcode)
         if self._options.initializer is not None:
             self._break(InitializerFailed(f"a worker died in the pool's initializer ({how})"))
@@ -501,11 +523,12 @@ class Supervisor:
         with self._lock:
             self._broken = error
         for w in list(self._workers.values()):
-            while w.inflight:
-                set_exception(w.inflight.popleft().future, _rebuild(error))
+            w.inflight.clear()
             self._kill(w, error)
-        while self._pending:
-            set_exception(self._pending.popleft().future, _rebuild(error))
+        self._pending.clear()
+        for record in self._open.values():
+            set_exception(record.future, _rebuild(error))
+        self._open.clear()
 
     # ---- workers --------------------------------------------------------------------------
 
@@ -561,13 +584,6 @@ def kill_tree(pid: int | None) -> None:
     for proc in family:
         with contextlib.suppress(psutil.Error):
             proc.kill()
-
-
-def _cancel_future(future: Future[Any]) -> None:
-    if not future.cancel():
-        set_exception(future, CancelledError())
-    with contextlib.suppress(RuntimeError):  # wakes concurrent.futures.wait() waiters
-        future.set_running_or_notify_cancel()
 
 
 def _rebuild(error: BaseException) -> BaseException:

@@ -7,6 +7,7 @@ and the supervisor sees that through the process sentinel.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -19,6 +20,7 @@ import cloudpickle  # noqa: F401 - imported here so a forkserver preloads it for
 from ..._remote import format_exception, stand_in
 from ..._serialize import dumps, loads
 from ..._task import run_chunk
+from ...ipc.autoshare import hand_off_results
 from . import protocol
 
 if TYPE_CHECKING:
@@ -29,6 +31,7 @@ _PR_SET_PDEATHSIG = 1
 
 def main(conn: Connection, setup: bytes) -> None:
     """Entry point of a worker process (the ``target`` of its ``Process``)."""
+    hand_off_results()  # big result arrays go back through shared memory, not the pipe
     initializer, initargs, parent_pid, measure_memory = loads(setup)
     _detach_from_parent_signals(parent_pid)
     if initializer is not None:
@@ -119,13 +122,33 @@ def _detach_from_parent_signals(parent_pid: int) -> None:
     # Ctrl-C reaches the whole process group; the parent decides what stops, so workers
     # ignore SIGINT and print no traceback of their own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the supervisor
     if sys.platform.startswith("linux"):
         # Die with the process that started this one (the pool, or its forkserver, which
         # exits with the pool's process). Then close the race where it died before prctl.
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _release_forkserver()
     if not _alive(parent_pid):
         os._exit(1)
+
+
+def _release_forkserver() -> None:
+    # A forkserver runs until every holder of its "alive" pipe has exited, and it hands that
+    # pipe to each process it forks (a fork child inherits it too). A worker keeping it would
+    # keep the forkserver alive, while the forkserver's death is what kills the worker
+    # (PDEATHSIG): after a SIGKILL of the pool's process neither would ever exit. Nested
+    # pools in a task start a forkserver of their own instead.
+    forkserver = sys.modules.get("multiprocessing.forkserver")
+    server = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if server is None or fd is None:
+        return
+    with contextlib.suppress(OSError):
+        os.close(fd)
+    server._forkserver_alive_fd = None
+    server._forkserver_address = None
+    server._forkserver_pid = None
 
 
 def _alive(pid: int) -> bool:

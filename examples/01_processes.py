@@ -1,0 +1,20 @@
+"""Three processes, each printing "Processing N", then "Done".
+
+The seed starts ``multiprocessing.Process(target=task, args=(n,))`` and joins it; with
+manybrains ``spawn`` does both jobs and ``result()`` also hands back what the task returned.
+"""
+
+import os
+
+import manybrains as mb
+
+
+def task(num: int) -> int:
+    print(f"Processing {num} (pid {os.getpid()})", flush=True)
+    return os.getpid()
+
+
+if __name__ == "__main__":
+    handles = [mb.spawn(task, n) for n in (1, 2, 3)]
+    pids = [h.result() for h in handles]  # waits for each; re-raises if one failed
+    print(f"Done: {len(set(pids))} processes ran the task, the main process is {os.getpid()}")
