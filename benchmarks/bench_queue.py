@@ -128,7 +128,7 @@ def main() -> None:
         lists = median(lambda k=kind: throughput(k, args.items, put_lists, get_lists))
         many = "-"
         if kind == "manybrains.Queue":
-            many = f"{median(lambda: throughput(kind, args.items, put_many, get_many)):,.0f}"
+            many = f"{median(lambda: throughput(KINDS[0], args.items, put_many, get_many)):,.0f}"
         one_way = median(lambda k=kind: latency(k, args.pings))
         print(f"{kind:<18}{single:>16,.0f}{lists:>16,.0f}{many:>18}{one_way * 1e6:>12.1f}",
               flush=True)

@@ -5,12 +5,15 @@ manybrains ``spawn`` does both jobs and ``result()`` also hands back what the ta
 """
 
 import os
+import sys
 
 import manybrains as mb
 
 
 def task(num: int) -> int:
-    print(f"Processing {num} (pid {os.getpid()})", flush=True)
+    # One write per line: lines from several processes sharing a pipe never interleave.
+    sys.stdout.write(f"Processing {num} (pid {os.getpid()})\n")
+    sys.stdout.flush()
     return os.getpid()
 
 

@@ -14,6 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._api import advise as advise
     from ._api import default_pool as default_pool
     from ._api import imap as imap
     from ._api import map as map
@@ -33,17 +34,22 @@ if TYPE_CHECKING:
     from ._remote import RemoteTraceback as RemoteTraceback
     from ._spawn import Handle as Handle
     from ._spawn import spawn as spawn
+    from .advisor import Advice as Advice
+    from .insights import Insights as Insights
     from .ipc.autoshare import set_array_threshold as set_array_threshold
     from .ipc.queue import Queue as Queue
     from .ipc.queue import QueueClosed as QueueClosed
     from .ipc.shared import Array as Array
     from .ipc.shared import Value as Value
     from .ipc.sharedarray import SharedArray as SharedArray
+    from .progress import ProgressSnapshot as ProgressSnapshot
 
 __version__ = "0.1.0"
 
 # public name -> the module defining it
 _EXPORTS = {
+    "advise": "._api",
+    "Advice": ".advisor",
     "default_pool": "._api",
     "imap": "._api",
     "map": "._api",
@@ -59,6 +65,8 @@ _EXPORTS = {
     "WorkerCrashed": "._errors",
     "ProcessPoolExecutor": "._executor",
     "Pool": "._pool",
+    "Insights": ".insights",
+    "ProgressSnapshot": ".progress",
     "RemoteError": "._remote",
     "RemoteTraceback": "._remote",
     "Handle": "._spawn",

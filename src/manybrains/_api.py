@@ -1,62 +1,99 @@
-"""``manybrains.map``, ``imap`` and ``submit``: the shared default pool.
+"""``manybrains.map``, ``imap``, ``submit`` and ``advise``: shared default pools.
 
-The pool is created on first use, reused by every later call (its workers are already warm),
-and stopped at interpreter exit. Worker count and start method are the defaults.
+One pool per backend name is created on first use, reused by every later call (its workers
+are already warm), and stopped at interpreter exit. The default backend is ``"auto"``: it
+measures each function's first calls and runs it on threads, worker processes, an event loop
+or right here, whichever fits (see :mod:`manybrains.backends.auto`).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from ._pool import ChunkSize, Pool
+from .advisor import Advice
+from .advisor import advise as _advise
+from .progress import ProgressOption
 
 T = TypeVar("T")
 R = TypeVar("R")
 
+DEFAULT_BACKEND = "auto"
+
 _lock = threading.Lock()
-_default: Pool | None = None
+_defaults: dict[str, Pool] = {}
 
 
-def default_pool() -> Pool:
-    """The shared pool behind ``manybrains.map``/``imap``/``submit``."""
-    global _default
+def _forget_after_fork() -> None:
+    # A forked child has none of the parent's engine threads, so its copies of the shared
+    # pools can run nothing; and another thread may have held the lock at the fork.
+    global _lock
+    _lock = threading.Lock()
+    _defaults.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def default_pool(backend: str = DEFAULT_BACKEND) -> Pool:
+    """The shared pool behind ``manybrains.map``/``imap``/``submit`` for ``backend``."""
     with _lock:
-        if _default is None or not _usable(_default):
-            _default = Pool()
-        return _default
+        pool = _defaults.get(backend)
+        if pool is None or not _usable(pool):
+            pool = _defaults[backend] = Pool(backend=backend)
+        return pool
 
 
 def shutdown_default_pool() -> None:
-    """Stop the shared pool now; the next call creates a new one."""
-    global _default
+    """Stop the shared pools now; the next call creates new ones."""
     with _lock:
-        pool, _default = _default, None
-    if pool is not None:
+        pools = list(_defaults.values())
+        _defaults.clear()
+    for pool in pools:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def map(fn: Callable[..., R], *iterables: Iterable[Any], chunksize: ChunkSize = "auto",
-        timeout: float | None = None, retries: int | None = None) -> list[R]:
-    """``[fn(*xs) for xs in zip(*iterables)]`` on every core, in order."""
-    return default_pool().map(fn, *iterables, chunksize=chunksize, timeout=timeout,
-                              retries=retries)
+def map(fn: Callable[..., R], *iterables: Iterable[Any], backend: str = DEFAULT_BACKEND,
+        chunksize: ChunkSize = "auto", timeout: float | None = None,
+        retries: int | None = None, progress: ProgressOption = False) -> list[R]:
+    """``[fn(*xs) for xs in zip(*iterables)]``, in order, where ``fn`` runs best.
+
+    ``fn`` may be a coroutine function: its calls are awaited concurrently.
+    """
+    return default_pool(backend).map(fn, *iterables, chunksize=chunksize, timeout=timeout,
+                                     retries=retries, progress=progress)
 
 
 def imap(fn: Callable[[T], R], iterable: Iterable[T], *, ordered: bool = True,
-         chunksize: ChunkSize = "auto", timeout: float | None = None,
-         retries: int | None = None) -> Iterator[R]:
-    """Lazily yield ``fn(x)`` for each ``x`` on every core; see :meth:`Pool.imap`."""
-    return default_pool().imap(fn, iterable, ordered=ordered, chunksize=chunksize,
-                               timeout=timeout, retries=retries)
+         backend: str = DEFAULT_BACKEND, chunksize: ChunkSize = "auto",
+         timeout: float | None = None, retries: int | None = None,
+         progress: ProgressOption = False) -> Iterator[R]:
+    """Lazily yield ``fn(x)`` for each ``x``; see :meth:`Pool.imap`."""
+    return default_pool(backend).imap(fn, iterable, ordered=ordered, chunksize=chunksize,
+                                      timeout=timeout, retries=retries, progress=progress)
 
 
-def submit(fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
-    """Run ``fn(*args, **kwargs)`` in the shared pool; a ``concurrent.futures.Future``."""
-    return default_pool().submit(fn, *args, **kwargs)
+def submit(fn: Callable[..., R], /, *args: Any, backend: str = DEFAULT_BACKEND,
+           **kwargs: Any) -> Future[R]:
+    """Run ``fn(*args, **kwargs)`` in a shared pool; a ``concurrent.futures.Future``.
+
+    ``backend``, ``timeout`` and ``retries`` are options, not passed to ``fn``.
+    """
+    return default_pool(backend).submit(fn, *args, **kwargs)
+
+
+def advise(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Advice:
+    """Measure ``fn(*args, **kwargs)`` here and say which backend fits, and why.
+
+    ``print(manybrains.advise(fn, sample))`` shows the measured CPU fraction and time per
+    call, the estimated time on each backend, and the recommendation.
+    """
+    return _advise(fn, *args, **kwargs)
 
 
 def _usable(pool: Pool) -> bool:
-    return not pool._is_shut_down and pool.backend.statistics() is not None
+    return not pool._is_shut_down

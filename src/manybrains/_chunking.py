@@ -12,7 +12,7 @@ time instead of one running a large last chunk while the others idle.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 TARGET_SECONDS = 0.025
@@ -22,9 +22,10 @@ GROWTH = 8
 class ChunkSizer:
     """Chooses the size of the next chunk from the calls measured so far."""
 
-    def __init__(self, workers: int, total: int | None, *, fixed: int | None = None,
-                 limit: int | None = None) -> None:
-        self._workers = workers
+    def __init__(self, workers: int | Callable[[], int], total: int | None, *,
+                 fixed: int | None = None, limit: int | None = None) -> None:
+        # a callable when the backend's width may change during the map ("auto")
+        self._workers = workers if callable(workers) else (lambda: workers)
         self._remaining = total
         self._fixed = fixed
         self._limit = limit  # e.g. max_tasks_per_worker: a chunk cannot outlive its worker
@@ -53,8 +54,9 @@ class ChunkSizer:
             return 1
         per_call = max(self._seconds / self._calls, 1e-8)
         size = min(int(TARGET_SECONDS / per_call), self._largest * GROWTH)
-        if self._remaining is not None:  # leave every worker about two chunks of the rest
-            size = min(size, -(-self._remaining // (2 * self._workers)))
+        workers = self._workers()
+        if self._remaining is not None and workers > 1:  # leave each worker two chunks of the rest
+            size = min(size, -(-self._remaining // (2 * workers)))
         return max(1, size)
 
 

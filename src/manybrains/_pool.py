@@ -8,65 +8,86 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from multiprocessing.context import BaseContext
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ._chunking import ChunkSizer, known_length
 from ._cpus import usable_cpus
 from ._serialize import PickledOnce
-from ._stream import stream
-from ._task import ChunkOutcome, Task
+from ._stream import astream, collect, stream, stream_chunks
+from ._task import DEFAULT_CONCURRENCY, AsyncCall, ChunkOutcome, Task, is_coroutine_function
 from .backends import get_backend
 from .backends._base import Backend, PoolOptions
+from .progress import ProgressOption, tracker
+
+if TYPE_CHECKING:
+    from .insights import Insights
 
 T = TypeVar("T")
 R = TypeVar("R")
 ChunkSize = int | Literal["auto"]
 
 _WINDOW_PER_WORKER = 2  # chunks in flight per worker: one running, one ready to go
+# "auto" sends waiting work to threads or a loop with up to 256 calls in flight (its limit).
+_DEFAULT_CONCURRENCY = {"auto": 256}
 
 
 class Pool:
     """A pool of workers: processes by default, or threads, an event loop, the caller.
 
     Args:
-        workers: how many workers; default: the CPUs this process may use.
-        backend: ``"processes"`` (default).
+        workers: how many workers; default: the CPUs this process may use (for
+            ``"threads"``: ``min(32, CPUs + 4)``, as ``concurrent.futures`` does).
+        backend: ``"processes"`` (default), ``"threads"``, ``"asyncio"``, ``"inline"`` (in
+            the caller, for debugging), ``"auto"`` (measures each function and picks one of
+            those; see :mod:`manybrains.backends.auto`) or ``"dask"``.
+        concurrency: how many coroutines (``async def`` tasks) are awaited at once, per
+            worker process on ``"processes"``, on the loop for ``"asyncio"``; default 100
+            (256 on ``"auto"``).
         initializer: called as ``initializer(*initargs)`` once in each worker, before tasks.
         max_tasks_per_worker: replace a worker after it ran this many calls.
         max_memory_per_worker: replace a worker whose resident memory passes this many bytes
             after a task.
         start_method: ``"forkserver"`` (Linux default), ``"spawn"`` or ``"fork"``.
-        timeout: default per-task time limit in seconds; the worker of a task past it is
-            killed and replaced, and the task raises ``TimeoutError``.
+        timeout: default per-task time limit in seconds; the task raises ``TimeoutError``.
+            A worker process past it is killed and replaced; a thread cannot be killed, so it
+            is abandoned and replaced (see each backend's notes).
         retries: default number of times a task whose worker crashed is run again.
         cancel_running: make ``future.cancel()`` kill the worker of a running task.
+
+    Every method has an awaitable twin for use inside an event loop (``asubmit``, ``amap``,
+    ``aimap``), and ``async with Pool(...)`` shuts the pool down without blocking the loop.
     """
 
     def __init__(self, workers: int | None = None, *, backend: str = "processes",
+                 concurrency: int | None = None,
                  initializer: Callable[..., object] | None = None, initargs: Iterable[Any] = (),
                  max_tasks_per_worker: int | None = None,
                  max_memory_per_worker: int | None = None,
                  start_method: str | BaseContext | None = None, timeout: float | None = None,
                  retries: int = 0, cancel_running: bool = False,
                  _executor_semantics: bool = False) -> None:
-        self._workers = _positive_int("workers", workers) if workers is not None else usable_cpus()
+        backend_class = get_backend(backend)
+        self._workers = (_positive_int("workers", workers) if workers is not None
+                         else _default_workers(backend))
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be callable, got {type(initializer).__name__}")
         self._timeout = _check_timeout(timeout)
         self._retries = _check_retries(retries)
         self._max_tasks = _optional_positive("max_tasks_per_worker", max_tasks_per_worker)
+        self._concurrency = (_positive_int("concurrency", concurrency) if concurrency is not None
+                             else _DEFAULT_CONCURRENCY.get(backend, DEFAULT_CONCURRENCY))
         options = PoolOptions(
             workers=self._workers, initializer=initializer, initargs=tuple(initargs),
             max_tasks_per_worker=self._max_tasks,
             max_memory_per_worker=_optional_positive("max_memory_per_worker",
                                                      max_memory_per_worker),
             start_method=start_method, cancel_running=cancel_running,
-            executor_semantics=_executor_semantics)
-        self._backend: Backend = get_backend(backend)()
+            executor_semantics=_executor_semantics, concurrency=self._concurrency)
+        self._backend: Backend = backend_class()
         self._backend.start(options)
         self._shutdown_lock = threading.Lock()
         self._is_shut_down = False
@@ -94,8 +115,20 @@ class Pool:
         in ``functools.partial`` to give it arguments of those names.
         """
         _check_callable(fn)
-        return self._backend.submit(Task(fn, args, kwargs), timeout=self._timeout_for(timeout),
+        return self._backend.submit(Task(self._runnable(fn), args, kwargs),
+                                    timeout=self._timeout_for(timeout),
                                     retries=self._retries_for(retries))
+
+    async def asubmit(self, fn: Callable[..., R], /, *args: Any, timeout: float | None = None,
+                      retries: int | None = None, **kwargs: Any) -> R:
+        """``await`` the result of ``fn(*args, **kwargs)``; the event loop keeps running.
+
+        On ``"inline"`` the call runs in the caller, so it blocks the loop while it runs.
+        """
+        import asyncio
+
+        future = self.submit(fn, *args, timeout=timeout, retries=retries, **kwargs)
+        return await asyncio.wrap_future(future)
 
     def cancel(self, future: Future[Any]) -> bool:
         """Cancel ``future``'s task; a running one has its worker killed and replaced."""
@@ -104,58 +137,131 @@ class Pool:
     # ---- many tasks -----------------------------------------------------------------------
 
     def map(self, fn: Callable[..., R], *iterables: Iterable[Any], chunksize: ChunkSize = "auto",
-            timeout: float | None = None, retries: int | None = None) -> list[R]:
-        """``[fn(*xs) for xs in zip(*iterables, strict=False)]``, computed by the workers, in order."""
+            timeout: float | None = None, retries: int | None = None,
+            progress: ProgressOption = False) -> list[R]:
+        """``[fn(*xs) for xs in zip(*iterables)]``, computed by the workers, in order.
+
+        ``progress=True`` shows a progress bar (a dict: its tqdm options; a callable: gets
+        progress snapshots); see :mod:`manybrains.progress`.
+        """
         if not iterables:
             raise TypeError("map() needs at least one iterable")
         items, star = _zip_args(iterables)
-        return list(self._imap(fn, items, star=star, ordered=True, chunksize=chunksize,
-                               timeout=timeout, retries=retries))
+        return self._collect(fn, items, star=star, chunksize=chunksize, timeout=timeout,
+                             retries=retries, progress=progress)
 
     def starmap(self, fn: Callable[..., R], iterable: Iterable[Iterable[Any]], *,
                 chunksize: ChunkSize = "auto", timeout: float | None = None,
-                retries: int | None = None) -> list[R]:
+                retries: int | None = None, progress: ProgressOption = False) -> list[R]:
         """``[fn(*args) for args in iterable]``, computed by the workers, in order."""
-        return list(self._imap(fn, _check_iterable(iterable), star=True, ordered=True,
-                               chunksize=chunksize, timeout=timeout, retries=retries))
+        return self._collect(fn, _check_iterable(iterable), star=True, chunksize=chunksize,
+                             timeout=timeout, retries=retries, progress=progress)
 
     def imap(self, fn: Callable[[T], R], iterable: Iterable[T], *, ordered: bool = True,
              chunksize: ChunkSize = "auto", timeout: float | None = None,
-             retries: int | None = None) -> Iterator[R]:
+             retries: int | None = None, progress: ProgressOption = False) -> Iterator[R]:
         """Lazily yield ``fn(x)`` for each ``x``; ``ordered=False`` yields as results come.
 
         The input is read only as fast as results are consumed (a bounded window ahead), so
         an endless generator is fine.
         """
         return self._imap(fn, _check_iterable(iterable), star=False, ordered=ordered,
-                          chunksize=chunksize, timeout=timeout, retries=retries)
+                          chunksize=chunksize, timeout=timeout, retries=retries,
+                          progress=progress)
 
     def istarmap(self, fn: Callable[..., R], iterable: Iterable[Iterable[Any]], *,
                  ordered: bool = True, chunksize: ChunkSize = "auto",
-                 timeout: float | None = None, retries: int | None = None) -> Iterator[R]:
+                 timeout: float | None = None, retries: int | None = None,
+                 progress: ProgressOption = False) -> Iterator[R]:
         """Lazy :meth:`starmap`."""
         return self._imap(fn, _check_iterable(iterable), star=True, ordered=ordered,
-                          chunksize=chunksize, timeout=timeout, retries=retries)
+                          chunksize=chunksize, timeout=timeout, retries=retries,
+                          progress=progress)
+
+    async def amap(self, fn: Callable[..., R], *iterables: Iterable[Any],
+                   chunksize: ChunkSize = "auto", timeout: float | None = None,
+                   retries: int | None = None, progress: ProgressOption = False) -> list[R]:
+        """:meth:`map` for a coroutine: ``await pool.amap(fn, items)``, the loop keeps running."""
+        if not iterables:
+            raise TypeError("amap() needs at least one iterable")
+        items, star = _zip_args(iterables)
+        results = self._aimap(fn, items, star=star, ordered=True, chunksize=chunksize,
+                              timeout=timeout, retries=retries, progress=progress)
+        return [value async for value in results]
+
+    def aimap(self, fn: Callable[[T], R], iterable: Iterable[T], *, ordered: bool = True,
+              chunksize: ChunkSize = "auto", timeout: float | None = None,
+              retries: int | None = None, progress: ProgressOption = False
+              ) -> AsyncIterator[R]:
+        """:meth:`imap` for a coroutine: ``async for r in pool.aimap(fn, items)``."""
+        return self._aimap(fn, _check_iterable(iterable), star=False, ordered=ordered,
+                           chunksize=chunksize, timeout=timeout, retries=retries,
+                           progress=progress)
 
     def _imap(self, fn: Callable[..., Any], items: Iterable[Any], *, star: bool, ordered: bool,
+              chunksize: ChunkSize, timeout: float | None, retries: int | None,
+              progress: ProgressOption = False) -> Iterator[Any]:
+        sizer, submit_chunk = self._plan(fn, items, star, chunksize, timeout, retries)
+        return stream(items, sizer, submit_chunk, self._abort, window=self._window,
+                      ordered=ordered, progress=tracker(progress, known_length(items)))
+
+    def _collect(self, fn: Callable[..., Any], items: Iterable[Any], *, star: bool,
+                 chunksize: ChunkSize, timeout: float | None, retries: int | None,
+                 progress: ProgressOption = False) -> list[Any]:
+        sizer, submit_chunk = self._plan(fn, items, star, chunksize, timeout, retries)
+        return collect(stream_chunks(items, sizer, submit_chunk, self._abort,
+                                     window=self._window, ordered=True,
+                                     progress=tracker(progress, known_length(items))))
+
+    def _aimap(self, fn: Callable[..., Any], items: Iterable[Any], *, star: bool, ordered: bool,
+               chunksize: ChunkSize, timeout: float | None, retries: int | None,
+               progress: ProgressOption = False) -> AsyncIterator[Any]:
+        sizer, submit_chunk = self._plan(fn, items, star, chunksize, timeout, retries)
+        return astream(items, sizer, submit_chunk, self._abort, window=self._window,
+                       ordered=ordered, progress=tracker(progress, known_length(items)))
+
+    def _plan(self, fn: Callable[..., Any], items: Iterable[Any], star: bool,
               chunksize: ChunkSize, timeout: float | None, retries: int | None
-              ) -> Iterator[Any]:
+              ) -> tuple[ChunkSizer, Callable[[Sequence[Any]], Future[ChunkOutcome]]]:
+        """Check the arguments of a map; how to size its chunks and how to submit one."""
         _check_callable(fn)
         fixed = _check_chunksize(chunksize)
         timeout = self._timeout_for(timeout)
         if timeout is not None and fixed is None:
             fixed = 1  # a per-task deadline needs one task per message to be exact
         retries = self._retries_for(retries)
-        sizer = ChunkSizer(self._workers, known_length(items), fixed=fixed, limit=self._max_tasks)
-        carried = PickledOnce(fn) if self._backend.pickles_tasks else fn
+        total = known_length(items)
+        if fixed is None and is_coroutine_function(fn):
+            fixed = self._coroutine_chunk(total)
+        sizer = ChunkSizer(self._width, total, fixed=fixed, limit=self._max_tasks)
+        carried = self._runnable(fn)
+        if self._backend.pickles_tasks:
+            carried = PickledOnce(carried)
 
         def submit_chunk(chunk: Sequence[Any]) -> Future[ChunkOutcome]:
             deadline = None if timeout is None else timeout * len(chunk)
             return self._backend.submit(Task(carried, items=chunk, star=star),
                                         timeout=deadline, retries=retries)
 
-        return stream(items, sizer, submit_chunk, self._abort,
-                      window=self._workers * _WINDOW_PER_WORKER + 1, ordered=ordered)
+        return sizer, submit_chunk
+
+    def _window(self) -> int:
+        return self._width() * _WINDOW_PER_WORKER + 1
+
+    def _width(self) -> int:
+        """How many tasks the backend runs at once ("auto" changes it as it learns)."""
+        return self._backend.capacity or self._workers
+
+    def _runnable(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """A coroutine function travels as an AsyncCall, which any backend can run."""
+        return AsyncCall(fn, self._concurrency) if is_coroutine_function(fn) else fn
+
+    def _coroutine_chunk(self, total: int | None) -> int:
+        # One chunk fills one worker's event loop; a known input is split evenly so that no
+        # worker waits while another holds the tail.
+        if total is None:
+            return self._concurrency
+        return max(1, min(self._concurrency, -(-total // self._width())))
 
     def _abort(self, futures: list[Future[ChunkOutcome]], kill: bool) -> None:
         for future in futures:
@@ -187,11 +293,36 @@ class Pool:
             self._backend.shutdown(wait=True, cancel_futures=False)
 
     def statistics(self) -> dict[str, Any]:
-        """Tasks submitted, done, failed, retried, crashed, timed out; per-worker counters."""
-        return {"backend": self._backend.name, **self._backend.statistics()}
+        """Tasks submitted, done, failed, retried, in flight; per-worker busy and idle time.
+
+        On ``"auto"`` it also says which backend each function went to, and why.
+        """
+        stats = {"backend": self._backend.name, **self._backend.statistics()}
+        if "in_flight" not in stats:  # the tasks its workers hold
+            stats["in_flight"] = sum(w.get("in_flight", 0) for w in stats.get("workers", ()))
+        return stats
+
+    def insights(self) -> Insights:
+        """Per-worker tasks, busy, idle and pickling time; task-time statistics and the
+        slowest tasks with their arguments. ``print(pool.insights())`` shows a table."""
+        from .insights import collect as collect_insights
+
+        return collect_insights(self._backend)
 
     def __enter__(self) -> Pool:
         return self
+
+    async def __aenter__(self) -> Pool:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        import asyncio
+
+        if exc_type is None or issubclass(exc_type, Exception):
+            await asyncio.to_thread(self.shutdown, True)  # joining workers would block the loop
+        else:
+            self.terminate()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -211,6 +342,12 @@ class Pool:
 
     def _retries_for(self, retries: int | None) -> int:
         return self._retries if retries is None else _check_retries(retries)
+
+
+def _default_workers(backend: str) -> int:
+    if backend == "threads":
+        return min(32, usable_cpus() + 4)  # threads mostly wait: concurrent.futures' default
+    return usable_cpus()
 
 
 def _zip_args(iterables: tuple[Iterable[Any], ...]) -> tuple[Iterable[Any], bool]:

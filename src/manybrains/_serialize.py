@@ -9,7 +9,6 @@ where it could leave a future pending forever.
 
 from __future__ import annotations
 
-import io
 import pickle
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -24,21 +23,33 @@ PROTOCOL = pickle.HIGHEST_PROTOCOL
 _PICKLING_FAILURES = (Exception, SystemExit)
 
 
-def dumps(obj: object, *, header: bytes = b"") -> memoryview:
+class Frame(bytearray):
+    """A growing message buffer that a pickler writes into.
+
+    ``BytesIO.getbuffer()`` would avoid a copy too, but a BytesIO freed while its buffer is
+    exported (by the cycle collector, say) reports a BufferError on Python 3.13.
+    """
+
+    def write(self, data: bytes | memoryview | pickle.PickleBuffer) -> int:
+        view = memoryview(data)  # the pickler hands big in-band buffers over as PickleBuffer
+        self.extend(view)
+        return view.nbytes
+
+
+def dumps(obj: object, *, header: bytes = b"") -> Frame:
     """Pickle ``obj`` after ``header`` in one buffer, so a message is sent without a copy."""
-    buffer = io.BytesIO()
-    buffer.write(header)
-    SharingPickler(buffer, protocol=PROTOCOL).dump(obj)  # big arrays: see ipc.autoshare
-    return buffer.getbuffer()
+    frame = Frame(header)
+    SharingPickler(frame, protocol=PROTOCOL).dump(obj)  # big arrays: see ipc.autoshare
+    return frame
 
 
-def loads(data: bytes | memoryview) -> Any:
+def loads(data: bytes | bytearray | memoryview) -> Any:
     """Unpickle what :func:`dumps` produced (after its header)."""
     return pickle.loads(data)
 
 
 def dumps_checked(obj: object, *, header: bytes, parts: Callable[[], Iterable[tuple[str, object]]]
-                  ) -> memoryview:
+                  ) -> Frame:
     """Pickle ``obj``; on failure raise :class:`SerializationError` naming the culprit.
 
     ``parts`` lists the named pieces of ``obj`` (the function, each argument); it is only

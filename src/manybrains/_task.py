@@ -13,15 +13,19 @@ coroutines while the engine sees one message each way.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._serialize import PickledOnce
+
+if TYPE_CHECKING:
+    import asyncio
+
+# asyncio and inspect are imported where used: every worker process imports this module, and
+# most never see a coroutine.
 
 DEFAULT_CONCURRENCY = 100
 
@@ -74,6 +78,8 @@ class AsyncCall:
         self.concurrency = concurrency
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import asyncio
+
         return asyncio.run(_awaited(self.fn(*args, **kwargs)))
 
     def __repr__(self) -> str:
@@ -81,10 +87,16 @@ class AsyncCall:
 
 
 def is_coroutine_function(fn: object) -> bool:
-    """Whether calling ``fn`` returns a coroutine (``async def``, or a partial of one)."""
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "func", None)) or inspect.iscoroutinefunction(
-        getattr(type(fn), "__call__", None))
+    """Whether calling ``fn`` returns a coroutine: ``async def``, a partial of one, or an
+    object whose ``__call__`` is ``async def``."""
+    import inspect
+
+    if inspect.iscoroutinefunction(fn):
+        return True
+    inner = getattr(fn, "func", None)  # functools.partial
+    if inner is not None:
+        return is_coroutine_function(inner)
+    return callable(fn) and inspect.iscoroutinefunction(type(fn).__call__)
 
 
 def unwrap(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -110,6 +122,8 @@ def run_chunk(fn: Callable[..., Any], items: Sequence[Any], star: bool) -> Chunk
     """Apply ``fn`` to each item in order, stopping at the first item that raises."""
     coroutine_fn = _async_call(fn)
     if coroutine_fn is not None:
+        import asyncio
+
         return asyncio.run(_run_chunk_on_loop(coroutine_fn, items, star))
     start = time.perf_counter()
     values: list[Any] = []
@@ -124,6 +138,8 @@ def run_chunk(fn: Callable[..., Any], items: Sequence[Any], star: bool) -> Chunk
 
 async def _run_chunk_on_loop(call: AsyncCall, items: Sequence[Any], star: bool
                              ) -> ChunkOutcome:
+    import asyncio
+
     limit = asyncio.Semaphore(call.concurrency)
     return await run_chunk_async(call.fn, items, star, limit)
 
@@ -136,6 +152,8 @@ async def run_chunk_async(fn: Callable[..., Awaitable[Any]], items: Sequence[Any
     (in input order) that raised, then its error. Items after a failed one are cancelled or
     never started.
     """
+    import asyncio
+
     start = time.perf_counter()
     state = _ChunkState(len(items))
 

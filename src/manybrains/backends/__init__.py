@@ -6,7 +6,6 @@ Importing manybrains imports no backend; ``backend="dask"`` imports dask only th
 from __future__ import annotations
 
 import importlib
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -17,6 +16,10 @@ __all__ = ("available_backends", "get_backend", "known_backends")
 # name -> (module, the pip extra that brings its dependencies, or None)
 _REGISTRY: dict[str, tuple[str, str | None]] = {
     "processes": ("manybrains.backends.processes", None),
+    "threads": ("manybrains.backends.threads", None),
+    "asyncio": ("manybrains.backends.asyncio_loop", None),
+    "inline": ("manybrains.backends.inline", None),
+    "auto": ("manybrains.backends.auto", None),
     "dask": ("manybrains.backends.dask", "dask"),
 }
 

@@ -55,7 +55,7 @@ from .._errors import BrokenPool, InitializerFailed, PoolClosed, SerializationEr
 from .._future import TaskFuture, set_exception, set_result
 from .._remote import RemoteTraceback, attach, format_exception, portable
 from .._serialize import dumps, dumps_checked, loads
-from .._task import ChunkOutcome, Task, run_chunk
+from .._task import ChunkOutcome, Task, run_chunk, unwrap
 from ._base import Backend, PoolOptions
 
 # Arrays at least this big are sent to the cluster once (scatter), then referenced.
@@ -185,6 +185,9 @@ class DaskBackend(Backend):
         self._plugin: str | None = None
         if options.initializer is not None:
             self._install_initializer(options.initializer, options.initargs)
+        # A cluster given by address may have any number of threads: the pool keeps about
+        # twice as many tasks in flight.
+        self.capacity = sum(self._client.nthreads().values()) or None
 
     def _connect(self, options: PoolOptions) -> distributed.Client:
         if options.address is not None:
@@ -463,7 +466,8 @@ class _Initializer(distributed.WorkerPlugin):  # type: ignore[misc]
 
 
 def _label(task: Task) -> str:
-    name = getattr(task.fn, "__qualname__", None) or type(task.fn).__qualname__
+    fn = unwrap(task.fn)
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
     return f"{name}" if task.items is None else f"{name}-chunk"
 
 

@@ -19,9 +19,9 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
-from ..._errors import InitializerFailed, PoolClosed
-from ..._future import TaskFuture
-from ..._task import Task, run_task
+from .._errors import InitializerFailed, PoolClosed
+from .._future import TaskFuture
+from .._task import Task, run_task
 from ._base import Backend, PoolOptions
 
 # ---- the backend ------------------------------------------------------------------------

@@ -24,9 +24,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..._errors import InitializerFailed, PoolClosed
-from ..._future import TaskFuture, set_exception, set_result
-from ..._task import Task, run_task
+from .._errors import InitializerFailed, PoolClosed
+from .._future import TaskFuture, set_exception, set_result
+from .._task import Task, run_task
 from ._base import Backend, PoolOptions
 
 _names = itertools.count(1)
@@ -93,7 +93,7 @@ class ThreadBackend(Backend):
             self._work_ready.notify_all()
             self._deadline_moved.notify_all()
         if wait:
-            _join(threads + [self._watcher])
+            _join([*threads, self._watcher])
 
     def statistics(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -180,7 +180,9 @@ class ThreadBackend(Backend):
             self._workers.clear()
             self._work_ready.notify_all()
         for job in failed:
-            set_exception(job.future, InitializerFailed(*error.args))
+            copy = InitializerFailed(*error.args)
+            copy.__cause__ = cause
+            set_exception(job.future, copy)
 
     def _next_job(self, worker: _Worker) -> _Job | None:
         limit = self._options.max_tasks_per_worker

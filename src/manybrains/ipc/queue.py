@@ -146,7 +146,10 @@ class Queue:
 
     def _put_records(self, records: list[bytes], block: bool, timeout: float | None) -> None:
         deadline = _deadline(block, timeout)
-        self._acquire(self._put_lock, deadline, Full)
+        # The producer lock is held for microseconds, unless its holder waits for room: then
+        # the queue is full. So even put_nowait waits a moment for it rather than fail.
+        lock_deadline = time.monotonic() + _WAKE_CHECK if deadline == 0.0 else deadline
+        self._acquire(self._put_lock, lock_deadline, Full)
         try:
             if self._slots is None:
                 self._write_batches(records, deadline)

@@ -22,6 +22,8 @@ from . import protocol
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
+    from ...insights import TaskTimings
+
 # Workers import this package too (their module lives in it), so the parent-only machinery
 # (the supervisor, concurrent.futures) is imported when a pool starts, keeping each worker's
 # start-up short.
@@ -64,7 +66,8 @@ class ProcessBackend(Backend):
                                   parts=task.parts)
             future = TaskFuture()
             record = Record(task_id, frame, future, _label(task_id, task), size=task.size,
-                            chunk=task.items is not None, timeout=timeout, retries=retries)
+                            chunk=task.items is not None, timeout=timeout, retries=retries,
+                            source=task)
             future.record = record  # type: ignore[attr-defined]
             if not self._options.executor_semantics:
                 future.add_done_callback(self._on_done)
@@ -87,6 +90,10 @@ class ProcessBackend(Backend):
 
     def statistics(self) -> dict[str, Any]:
         return {**self._supervisor.counters, "workers": self._supervisor.worker_table()}
+
+    def task_timings(self) -> TaskTimings:
+        """Run times of the finished tasks, for ``Pool.insights()``."""
+        return self._supervisor.timings
 
     def worker_pids(self) -> list[int]:
         """Process ids of the current workers."""

@@ -53,6 +53,7 @@ from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from ... import _worker_output
 from ..._errors import (
     BrokenPool,
     InitializerFailed,
@@ -65,6 +66,7 @@ from ..._future import set_exception, set_result
 from ..._remote import RemoteTraceback, attach
 from ..._serialize import dumps, loads
 from ..._task import ChunkOutcome
+from ...insights import TaskTimings
 from . import protocol, worker
 
 LOGGER = logging.getLogger("manybrains")
@@ -74,6 +76,9 @@ LOGGER = logging.getLogger("manybrains")
 # while another worker idles).
 _PREFETCH_BYTES = 32 * 1024
 _PREFETCH_MAX_SECONDS = 0.002
+# Workers dying before they are ready, in a row, before the pool gives up (a raising
+# initializer breaks it at once: that failure is certain, a death may be an outside kill).
+_STARTUP_ATTEMPTS = 3
 
 
 @dataclass(eq=False)
@@ -81,7 +86,7 @@ class Record:
     """One task on its way through the engine."""
 
     id: int
-    frame: bytes | memoryview  # request header + pickled task, ready to send
+    frame: bytes | bytearray | memoryview  # request header + pickled task, ready to send
     future: Future[Any]
     label: str  # "task 17 (square)", for error messages
     size: int = 1  # calls in the task
@@ -90,6 +95,7 @@ class Record:
     retries: int = 0
     started: float | None = None  # when it began to run, as far as the supervisor knows
     kill_requested: bool = False
+    source: Any = None  # the Task, to describe its arguments if it is among the slowest
 
 
 @dataclass(eq=False)
@@ -103,6 +109,7 @@ class _Worker:
     calls: int = 0
     tasks_done: int = 0
     busy: float = 0.0
+    pickling: float = 0.0  # seconds the worker spent unpickling tasks and pickling results
     last_elapsed: float = float("inf")
     started_at: float = field(default_factory=time.monotonic)
 
@@ -128,7 +135,8 @@ class Supervisor:
     def __init__(self, options: EngineOptions) -> None:
         self._options = options
         self._setup = bytes(dumps((options.initializer, options.initargs, os.getpid(),
-                                   options.max_memory_per_worker is not None)))
+                                   options.max_memory_per_worker is not None,
+                                   _worker_output.parent_levels())))
         self._inbox: deque[tuple[str, Any]] = deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -140,8 +148,10 @@ class Supervisor:
         self._workers: dict[int, _Worker] = {}
         self._pending: deque[Record] = deque()
         self._open: dict[int, Record] = {}  # every record whose future we still owe
+        self._startup_deaths = 0  # in a row, without a worker becoming ready in between
         self.counters = {"submitted": 0, "done": 0, "failed": 0, "retried": 0, "crashed": 0,
                          "timed_out": 0, "workers_started": 0}
+        self.timings = TaskTimings()  # run time of every task, for Pool.insights()
         self._thread = threading.Thread(target=self._main, daemon=True,
                                         name=f"manybrains-supervisor-{next(self._names)}")
         self._thread.start()
@@ -183,7 +193,8 @@ class Supervisor:
         """Per-worker counters, for statistics."""
         now = time.monotonic()
         return [{"pid": w.process.pid, "tasks": w.tasks_done, "busy_s": w.busy,
-                 "idle_s": max(0.0, now - w.started_at - w.busy), "in_flight": len(w.inflight)}
+                 "idle_s": max(0.0, now - w.started_at - w.busy), "in_flight": len(w.inflight),
+                 "serialize_s": w.pickling}
                 for w in list(self._workers.values())]
 
     def _post(self, command: str, payload: Any) -> None:
@@ -379,14 +390,20 @@ class Supervisor:
             self._on_ready_worker(w)
         elif kind == protocol.INIT_FAILED:
             self._on_init_failed(body)
+        elif kind == protocol.OUTPUT:
+            _worker_output.deliver_output(task_id, body)
+        elif kind == protocol.LOG:
+            _worker_output.deliver_log(body)
         elif w.inflight and w.inflight[0].id == task_id:
             record = w.inflight.popleft()
             self._account(w, elapsed)
+            self._observe(w, record, frame, elapsed)
             self._settle(record, kind, body, elapsed)
             self._after_task(w, rss)
 
     def _on_ready_worker(self, w: _Worker) -> None:
         w.ready = True
+        self._startup_deaths = 0
         if w.inflight:
             w.inflight[0].started = time.monotonic()
 
@@ -406,6 +423,11 @@ class Supervisor:
         w.last_elapsed = elapsed
         if w.inflight:
             w.inflight[0].started = time.monotonic()
+
+    def _observe(self, w: _Worker, record: Record, frame: bytes, elapsed: float) -> None:
+        w.pickling += protocol.read_pickling(frame)
+        self.timings.record(elapsed, record.label, record.source)
+        record.source = None  # the future keeps the record; the arguments need not stay
 
     def _after_task(self, w: _Worker, rss: int) -> None:
         limit = self._options.max_memory_per_worker
@@ -458,13 +480,17 @@ class Supervisor:
         self._ensure_workers()
 
     def _on_startup_death(self, w: _Worker) -> None:
-        self._pending.extendleft(reversed(w.inflight))  # failed below with the others
+        # Its tasks never started (a worker reads them only after its initializer).
+        self._pending.extendleft(reversed(w.inflight))
         w.inflight.clear()
+        self._startup_deaths += 1
+        if self._startup_deaths < _STARTUP_ATTEMPTS:
+            return  # maybe killed from outside; a replacement starts, and so it is bounded
         how = describe_exit(w.process.exitcode)
         if self._options.initializer is not None:
-            self._break(InitializerFailed(f"a worker died in the pool's initializer ({how})"))
+            self._break(InitializerFailed(f"workers die in the pool's initializer ({how})"))
         else:
-            self._break(BrokenPool(f"a worker died while starting ({how})"))
+            self._break(BrokenPool(f"workers die while starting ({how})"))
 
     def _on_death(self, w: _Worker) -> None:
         running = w.inflight.popleft()

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle  # noqa: F401 - imported here so a forkserver preloads it for every worker
 
+from ... import _worker_output
 from ..._remote import format_exception, stand_in
-from ..._serialize import dumps, loads
+from ..._serialize import Frame, dumps, loads
 from ..._task import run_chunk
 from ...ipc.autoshare import hand_off_results
 from . import protocol
@@ -32,8 +33,9 @@ _PR_SET_PDEATHSIG = 1
 def main(conn: Connection, setup: bytes) -> None:
     """Entry point of a worker process (the ``target`` of its ``Process``)."""
     hand_off_results()  # big result arrays go back through shared memory, not the pipe
-    initializer, initargs, parent_pid, measure_memory = loads(setup)
+    initializer, initargs, parent_pid, measure_memory, log_levels = loads(setup)
     _detach_from_parent_signals(parent_pid)
+    _worker_output.install(*_shippers(conn), log_levels)  # logs and prints go to the parent
     if initializer is not None:
         try:
             initializer(*initargs)
@@ -42,6 +44,7 @@ def main(conn: Connection, setup: bytes) -> None:
             return
     if _send(conn, protocol.reply(protocol.READY)):
         _serve(conn, _memory_probe(measure_memory))
+    _worker_output.flush()
 
 
 def _serve(conn: Connection, rss: Any) -> None:
@@ -53,9 +56,12 @@ def _serve(conn: Connection, rss: Any) -> None:
         kind, task_id = protocol.read_request(frame)
         if kind == protocol.STOP:
             return
+        received = time.perf_counter()
         outcome, elapsed, body = _run(memoryview(frame)[protocol.REQUEST_SIZE:])
         del frame  # a big task's bytes can go before its result is pickled
-        if not _send(conn, _frame(outcome, task_id, elapsed, rss() if rss else 0, body)):
+        reply = _frame(outcome, task_id, elapsed, rss() if rss else 0, body)
+        protocol.stamp_pickling(reply, time.perf_counter() - received - elapsed)
+        if not _send(conn, reply):
             return
 
 
@@ -76,7 +82,7 @@ def _run(payload: memoryview) -> tuple[int, float, Any]:
     return protocol.RESULT, outcome.elapsed, (outcome.values, *_portable(outcome.error))
 
 
-def _frame(kind: int, task_id: int, elapsed: float, rss: int, body: Any) -> memoryview:
+def _frame(kind: int, task_id: int, elapsed: float, rss: int, body: Any) -> Frame:
     try:
         return dumps(body, header=protocol.reply(kind, task_id, elapsed, rss))
     except BaseException as exc:  # noqa: BLE001 - an unpicklable result fails its task alone
@@ -85,7 +91,7 @@ def _frame(kind: int, task_id: int, elapsed: float, rss: int, body: Any) -> memo
         return dumps((message, format_exception(exc)), header=header)
 
 
-def _error_frame(kind: int, task_id: int, elapsed: float, exc: BaseException) -> memoryview:
+def _error_frame(kind: int, task_id: int, elapsed: float, exc: BaseException) -> Frame:
     return dumps(_portable(exc), header=protocol.reply(kind, task_id, elapsed))
 
 
@@ -103,10 +109,21 @@ def _portable(exc: BaseException | None) -> tuple[BaseException | None, str]:
 
 def _send(conn: Connection, frame: bytes | memoryview | bytearray) -> bool:
     try:
-        conn.send_bytes(frame)
+        with _worker_output.SEND_LOCK:  # other threads of the task may be logging
+            conn.send_bytes(frame)
     except OSError:  # the parent is gone; nothing is waiting for this result
         return False
     return True
+
+
+def _shippers(conn: Connection) -> tuple[_worker_output.ShipLog, _worker_output.ShipOutput]:
+    def ship_log(payload: bytes) -> None:
+        _send(conn, protocol.reply(protocol.LOG) + payload)
+
+    def ship_output(channel: int, payload: bytes) -> None:
+        _send(conn, protocol.reply(protocol.OUTPUT, channel) + payload)
+
+    return ship_log, ship_output
 
 
 def _memory_probe(enabled: bool) -> Any:

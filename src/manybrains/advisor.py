@@ -1,0 +1,209 @@
+"""Which model fits a function: measured, with the reason.
+
+The seed's cheat sheet, as a measurement: threads (or an event loop) for work that waits,
+processes for work that computes, and nothing at all for work so cheap that handing it to
+someone else costs more than doing it. :func:`classify` is the rule; ``backend="auto"`` applies
+it to the first calls of each function, and :func:`advise` applies it to sample calls and
+prints what each backend would cost.
+
+The rule, from two numbers measured per call (CPU time over wall time, and seconds)::
+
+    coroutine function                      -> asyncio
+    under 10 us a call                      -> inline     (shipping costs more than the call)
+    CPU under half of the wall time         -> threads    (mostly waiting)
+    CPU-bound, interpreter without a GIL    -> threads    (threads run in parallel)
+    CPU-bound, short calls adding up to
+      less than starting worker processes   -> inline     (until they add up)
+    CPU-bound                               -> processes  (one GIL per worker)
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ._cpus import usable_cpus
+from ._task import DEFAULT_CONCURRENCY, is_coroutine_function
+
+INLINE_BELOW_SECONDS = 10e-6  # a chunked call costs about 1-2 us to ship to a process and back
+WAITING_BELOW_CPU_FRACTION = 0.5
+LONG_CALL_SECONDS = 0.005  # one CPU-bound call this long is worth a worker process
+MAX_WAITING_CALLS = 256  # threads (or coroutines) "auto" keeps in flight for waiting work
+PROCESS_START_SECONDS = 0.1  # starting a pool of worker processes, for estimates only
+SHIP_SECONDS_PER_CALL = 2e-6
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where a function's calls go, how many at once, and why."""
+
+    backend: str
+    width: int  # calls the backend should have in flight at once
+    reason: str
+
+
+def run_delay(native_id: int | None = None) -> float:
+    """Seconds a thread of this process spent runnable but waiting for a CPU (Linux).
+
+    On a busy machine a computing thread gets only part of a core; without this, its CPU time
+    against wall time would look like waiting. 0.0 where the kernel does not say.
+    ``native_id`` is ``threading.get_native_id()`` of the thread; None: the calling thread.
+    """
+    path = ("/proc/thread-self/schedstat" if native_id is None
+            else f"/proc/self/task/{native_id}/schedstat")
+    try:
+        with open(path, "rb") as stat:
+            return int(stat.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def cpu_fraction(cpu: float, wall: float, delay: float = 0.0) -> float:
+    """CPU time over the time the thread could run (wall time less its wait for a CPU)."""
+    runnable = max(wall - delay, cpu)
+    return min(1.0, cpu / runnable) if runnable > 0 else 1.0
+
+
+def gil_enabled() -> bool:
+    """Whether this interpreter runs with a GIL (always, before Python 3.13)."""
+    probe = getattr(sys, "_is_gil_enabled", None)
+    return True if probe is None else bool(probe())
+
+
+def classify(seconds_per_call: float, cpu_fraction: float, *, coroutine: bool = False,
+             seen_seconds: float = math.inf, startup: float = PROCESS_START_SECONDS,
+             workers: int | None = None, gil: bool | None = None) -> Decision:
+    """The backend for calls measured at ``seconds_per_call`` using ``cpu_fraction`` CPU.
+
+    ``seen_seconds`` is the time all calls measured so far took, and ``startup`` what starting
+    worker processes would cost now (0 when they already run): short CPU-bound calls stay in
+    the caller until their total outweighs it.
+    """
+    workers = workers or usable_cpus()
+    gil = gil_enabled() if gil is None else gil
+    measured = f"{_duration(seconds_per_call)} a call, {cpu_fraction:.0%} of it on the CPU"
+    if coroutine:
+        return Decision("asyncio", workers, "a coroutine function: awaited on an event loop")
+    if seconds_per_call < INLINE_BELOW_SECONDS:
+        return Decision("inline", 1, f"{measured}: cheaper than shipping the call anywhere "
+                        f"(under {_duration(INLINE_BELOW_SECONDS)}), so it runs in the caller")
+    if cpu_fraction < WAITING_BELOW_CPU_FRACTION:
+        width = _waiting_width(cpu_fraction, workers)
+        return Decision("threads", width, f"{measured}: mostly waiting, so up to {width} "
+                        "calls wait at once on threads")
+    if not gil:
+        return Decision("threads", workers, f"{measured}: CPU-bound, and this interpreter has "
+                        f"no GIL, so {workers} threads compute in parallel")
+    if seconds_per_call < LONG_CALL_SECONDS and seen_seconds < startup:
+        return Decision("inline", 1, f"{measured}: CPU-bound, but the calls so far took "
+                        f"{_duration(seen_seconds)}, less than starting worker processes "
+                        f"({_duration(startup)}): they run in the caller until they add up")
+    return Decision("processes", workers, f"{measured}: CPU-bound, so {workers} worker "
+                    "processes compute in parallel (threads would share one GIL)")
+
+
+def _waiting_width(cpu_fraction: float, workers: int) -> int:
+    # Little's law: with a fraction f of each call on the CPU, about workers / f calls keep
+    # the CPUs busy; beyond that more threads only queue for the GIL.
+    return max(workers, min(MAX_WAITING_CALLS, math.ceil(workers / max(cpu_fraction, 1e-9))))
+
+
+# ---- advise ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Advice:
+    """What :func:`advise` measured and recommends; ``str(advice)`` explains it."""
+
+    function: str
+    calls_measured: int
+    seconds_per_call: float
+    cpu_fraction: float
+    coroutine: bool
+    recommendation: str
+    reason: str
+    items: int = 1000
+    workers: int = field(default_factory=usable_cpus)
+
+    @property
+    def estimates(self) -> dict[str, float]:
+        """Estimated seconds to run :attr:`items` calls on each backend (a rough model)."""
+        return _estimates(self)
+
+    def for_items(self, items: int) -> Advice:
+        """The same advice, with estimates for ``items`` calls."""
+        return replace(self, items=items)
+
+    def __str__(self) -> str:
+        lines = [f"{self.function}: {_duration(self.seconds_per_call)} a call, "
+                 f"{self.cpu_fraction:.0%} on the CPU ({self.calls_measured} calls measured)",
+                 f"estimated time for {self.items} calls on {self.workers} CPUs:"]
+        for name, seconds in sorted(self.estimates.items(), key=lambda kv: kv[1]):
+            mark = "  <- recommended" if name == self.recommendation else ""
+            lines.append(f"  {name:<10} {_duration(seconds):>10}{mark}")
+        lines.append(f"recommendation: backend={self.recommendation!r}: {self.reason}")
+        return "\n".join(lines)
+
+
+def advise(fn: Any, /, *args: Any, **kwargs: Any) -> Advice:
+    """Call ``fn(*args, **kwargs)`` here a few times, measure, and say which backend fits.
+
+    The calls really run (up to 5 of them, or fewer when each takes long), so pass sample
+    arguments that are safe to repeat. Use :meth:`Advice.for_items` for another item count.
+    """
+    coroutine = is_coroutine_function(fn)
+    calls, wall, cpu, delay = _measure(fn, args, kwargs, coroutine)
+    per_call, fraction = wall / calls, cpu_fraction(cpu, wall, delay)
+    decision = classify(per_call, fraction, coroutine=coroutine)  # for many calls
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return Advice(name, calls, per_call, fraction, coroutine, decision.backend, decision.reason)
+
+
+def _measure(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], coroutine: bool
+             ) -> tuple[int, float, float, float]:
+    """(calls, wall, CPU and CPU-wait seconds): up to 5 calls, stopping after half a second."""
+    calls, wall, cpu = 0, 0.0, 0.0
+    delay0 = run_delay()
+    while calls < 5 and (calls == 0 or wall < 0.5):
+        cpu0, wall0 = time.thread_time(), time.perf_counter()
+        _call(fn, args, kwargs, coroutine)
+        wall += time.perf_counter() - wall0
+        cpu += time.thread_time() - cpu0
+        calls += 1
+    return calls, wall, cpu, run_delay() - delay0
+
+
+def _call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], coroutine: bool) -> None:
+    if coroutine:
+        import asyncio
+
+        asyncio.run(fn(*args, **kwargs))
+    else:
+        fn(*args, **kwargs)
+
+
+def _estimates(advice: Advice) -> dict[str, float]:
+    n, t, f, cpus = advice.items, advice.seconds_per_call, advice.cpu_fraction, advice.workers
+    compute, wait = n * t * f, n * t * (1 - f)
+    parallel = compute if gil_enabled() else compute / min(n, cpus)
+    threads = parallel + wait / min(n, MAX_WAITING_CALLS)
+    estimates = {
+        "inline": n * t,
+        "threads": threads,
+        "processes": PROCESS_START_SECONDS + (n * t) / min(n, cpus) + n * SHIP_SECONDS_PER_CALL,
+    }
+    if advice.coroutine:
+        estimates["asyncio"] = compute + wait / min(n, DEFAULT_CONCURRENCY)
+        del estimates["threads"]  # a coroutine function is not run on threads by auto
+    return estimates
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.1f} us"

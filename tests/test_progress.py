@@ -1,0 +1,133 @@
+"""progress= on map/imap/amap: snapshots, the tqdm bar, failures and early exits, every backend."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import pytest
+from tasks import fail_on, sleep_then, square
+
+import manybrains as mb
+from manybrains.backends import available_backends
+from manybrains.progress import ProgressSnapshot
+
+BACKENDS = [b for b in ("processes", "threads", "asyncio", "inline") if b in available_backends()]
+
+
+class Recorder:
+    """A progress callback that keeps every snapshot."""
+
+    def __init__(self, raise_on_first: BaseException | None = None) -> None:
+        self.snapshots: list[ProgressSnapshot] = []
+        self._raise = raise_on_first
+
+    def __call__(self, snapshot: ProgressSnapshot) -> None:
+        self.snapshots.append(snapshot)
+        if self._raise is not None and len(self.snapshots) == 1:
+            raise self._raise
+
+    @property
+    def last(self) -> ProgressSnapshot:
+        return self.snapshots[-1]
+
+
+@pytest.fixture
+def pool():
+    with mb.Pool(2) as p:
+        yield p
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_callback_counts_every_item_on_every_backend(backend):
+    recorder = Recorder()
+    with mb.Pool(2, backend=backend) as pool:
+        assert pool.map(square, range(5000), progress=recorder) == [x * x for x in range(5000)]
+    done = [s.done for s in recorder.snapshots]
+    assert done == sorted(done)  # it only moves forward
+    assert recorder.last == ProgressSnapshot(5000, 0, 5000, recorder.last.elapsed, True)
+    assert len(recorder.snapshots) > 2  # advanced chunk by chunk, not once at the end
+
+
+def test_a_chunk_of_n_items_advances_n(pool):
+    recorder = Recorder()
+    pool.map(square, range(100), chunksize=25, progress=recorder)
+    assert [s.done for s in recorder.snapshots] == [25, 50, 75, 100, 100]
+
+
+def test_bar_shows_the_work_and_closes(pool):
+    out = io.StringIO()
+    pool.map(square, range(1000), progress={"file": out, "desc": "squaring"})
+    text = out.getvalue()
+    assert "squaring" in text
+    assert "1000/1000" in text
+    assert "100%" in text
+
+
+def test_bar_counts_failures_and_closes_when_the_map_raises(pool):
+    out = io.StringIO()
+    with pytest.raises(ValueError, match="bad input 3"):
+        pool.map(fail_on, range(10), chunksize=1, progress={"file": out})
+    assert "failed=1" in out.getvalue()
+    from manybrains.progress import _bar_class
+
+    assert not _bar_class()._instances  # closed, not left on screen half-drawn
+
+
+def test_failed_item_is_counted_in_the_snapshot(pool):
+    recorder = Recorder()
+    with pytest.raises(ValueError):
+        pool.map(fail_on, range(10), chunksize=1, progress=recorder)
+    assert recorder.last.failed == 1
+    assert recorder.last.finished
+
+
+def test_a_timed_out_task_counts_as_failed(pool):
+    recorder = Recorder()
+    with pytest.raises(TimeoutError):
+        pool.map(sleep_then, [10], timeout=0.3, progress=recorder)
+    assert recorder.last.failed == 1
+    assert recorder.last.finished
+
+
+def test_imap_left_early_still_finishes_the_progress(pool):
+    recorder = Recorder()
+    results = pool.imap(square, iter(range(10_000)), progress=recorder)
+    assert next(results) == 0
+    results.close()
+    assert recorder.last.finished
+    assert recorder.last.total is None  # a generator's length is unknown
+    assert pool.map(square, range(3)) == [0, 1, 4]
+
+
+def test_interrupt_during_the_map_finishes_the_progress_and_the_pool_goes_on(pool):
+    recorder = Recorder(raise_on_first=KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        pool.map(sleep_then, [0.05] * 20, chunksize=1, progress=recorder)
+    assert recorder.last.finished
+    assert pool.map(square, range(3)) == [0, 1, 4]
+
+
+def test_amap_reports_progress(pool):
+    recorder = Recorder()
+    assert asyncio.run(pool.amap(square, range(200), progress=recorder)) == [
+        x * x for x in range(200)]
+    assert recorder.last.done == 200
+
+
+def test_default_map_takes_progress_too():
+    recorder = Recorder()
+    assert mb.map(square, range(100), backend="threads", progress=recorder)[-1] == 99 * 99
+    assert recorder.last.done == 100
+
+
+def test_bad_progress_value_is_a_type_error_at_the_call(pool):
+    with pytest.raises(TypeError, match="progress must be"):
+        pool.imap(square, range(3), progress=42)
+
+
+def test_snapshot_rate_and_remaining():
+    snapshot = ProgressSnapshot(done=50, failed=0, total=100, elapsed=2.0)
+    assert snapshot.rate == 25.0
+    assert snapshot.remaining == 2.0
+    assert ProgressSnapshot(0, 0, None, 0.0).remaining is None

@@ -1,0 +1,135 @@
+"""Workers' logging records reach the parent's handlers; their prints reach its sys.stdout."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+
+import pytest
+
+import manybrains as mb
+
+LOGGER = "manybrains_test_app"
+
+
+def log_and_return_pid(x: int) -> int:
+    log = logging.getLogger(LOGGER)
+    log.info("info %d", x)
+    log.warning("warning %d", x)
+    return os.getpid()
+
+
+def log_an_exception(_: object = None) -> None:
+    try:
+        raise KeyError("missing")
+    except KeyError:
+        logging.getLogger(LOGGER).exception("it failed")
+
+
+def log_from_threads(threads: int, records: int) -> int:
+    def emit(t: int) -> None:
+        for i in range(records):
+            logging.getLogger(LOGGER).warning("thread %d record %d %s", t, i, "x" * 200)
+
+    workers = [threading.Thread(target=emit, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return threads * records
+
+
+def print_lines(first: int, count: int) -> int:
+    for i in range(first, first + count):
+        print(f"line {i}")
+    print(f"to stderr {first}", file=sys.stderr)
+    return count
+
+
+def print_partial(text: str) -> None:
+    print(text, end="")
+
+
+def print_then_crash(_: object = None) -> None:
+    print("last words")
+    os._exit(3)
+
+
+@pytest.fixture
+def info_logs(caplog):
+    caplog.set_level(logging.INFO)  # before the pool starts: workers take the parent's levels
+    return caplog
+
+
+def _from_workers(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == LOGGER]
+
+
+def test_worker_records_reach_the_parent_with_pid_and_process_name(info_logs, start_method):
+    with mb.Pool(2, start_method=start_method) as pool:
+        pids = pool.map(log_and_return_pid, range(4), chunksize=1)
+    records = _from_workers(info_logs)
+    assert sorted(r.getMessage() for r in records) == sorted(
+        [f"info {i}" for i in range(4)] + [f"warning {i}" for i in range(4)])
+    by_message = {r.getMessage(): r for r in records}
+    for i, pid in enumerate(pids):
+        assert by_message[f"info {i}"].process == pid != os.getpid()
+        assert by_message[f"info {i}"].processName == "manybrains-worker"
+
+
+def test_workers_ship_only_the_levels_the_parent_keeps(caplog):
+    caplog.set_level(logging.WARNING)
+    with mb.Pool(1) as pool:
+        pool.map(log_and_return_pid, range(2))
+    assert sorted(r.getMessage() for r in _from_workers(caplog)) == ["warning 0", "warning 1"]
+
+
+def test_exception_tracebacks_arrive_as_text(info_logs):
+    with mb.Pool(1) as pool:
+        pool.submit(log_an_exception).result(timeout=10)
+    (record,) = _from_workers(info_logs)
+    assert record.levelno == logging.ERROR
+    assert "KeyError: 'missing'" in record.exc_text
+    assert "log_an_exception" in record.exc_text
+
+
+def test_records_from_many_threads_of_a_task_arrive_whole(info_logs):
+    with mb.Pool(1) as pool:
+        assert pool.submit(log_from_threads, 4, 50).result(timeout=30) == 200
+    messages = [r.getMessage() for r in _from_workers(info_logs)]
+    assert len(messages) == 200
+    for t in range(4):  # each thread's records in the order it wrote them
+        mine = [m.split()[3] for m in messages if m.startswith(f"thread {t} ")]
+        assert mine == [str(i) for i in range(50)]
+
+
+def test_prints_reach_the_parents_sys_stdout_in_order_per_worker(capsys, start_method):
+    with mb.Pool(1, start_method=start_method) as pool:
+        pool.map(print_lines, [0, 5, 10], [5, 5, 5], chunksize=1)
+        out, err = capsys.readouterr()  # before shutdown: each line came before its result
+    assert out.splitlines() == [f"line {i}" for i in range(15)]
+    assert err.splitlines() == ["to stderr 0", "to stderr 5", "to stderr 10"]
+
+
+def test_prints_of_several_workers_keep_each_workers_order(capsys):
+    with mb.Pool(2) as pool:
+        pool.map(print_lines, [0, 1000], [200, 200], chunksize=1)
+    lines = capsys.readouterr().out.splitlines()
+    assert sorted(lines) == sorted(f"line {i}" for i in [*range(200), *range(1000, 1200)])
+    first = [int(x.split()[1]) for x in lines if int(x.split()[1]) < 1000]
+    second = [int(x.split()[1]) for x in lines if int(x.split()[1]) >= 1000]
+    assert first == sorted(first) and second == sorted(second)
+
+
+def test_an_unfinished_line_is_sent_when_the_worker_stops(capsys):
+    with mb.Pool(1) as pool:
+        pool.submit(print_partial, "no newline").result(timeout=10)
+    assert capsys.readouterr().out == "no newline"
+
+
+def test_a_line_printed_just_before_a_crash_is_not_lost(capsys):
+    with mb.Pool(1) as pool, pytest.raises(mb.WorkerCrashed):
+        pool.submit(print_then_crash).result(timeout=10)
+    assert "last words" in capsys.readouterr().out
