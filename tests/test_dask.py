@@ -5,7 +5,6 @@ when it is given no address.
 
 from __future__ import annotations
 
-import inspect
 import os
 import signal
 import subprocess
@@ -225,8 +224,6 @@ def test_shutdown_waits_for_queued_work(cluster: str) -> None:
 
 
 def test_pool_map_on_an_address(cluster: str) -> None:
-    if "address" not in inspect.signature(mb.Pool).parameters:
-        pytest.skip("Pool does not take address= yet")
     with mb.Pool(2, backend="dask", address=cluster) as pool:
         assert pool.map(tasks.square, range(500)) == [x * x for x in range(500)]
         assert sorted(pool.imap(tasks.square, iter(range(50)), ordered=False)) == \

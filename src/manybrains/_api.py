@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from ._pool import ChunkSize, Pool
+from ._arguments import ChunkSize
+from ._pool import Pool
 from .advisor import Advice
 from .advisor import advise as _advise
 from .progress import ProgressOption

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 TARGET_SECONDS = 0.025
+TAIL_FLOOR_SECONDS = 0.002
 GROWTH = 8
 
 
@@ -57,6 +58,9 @@ class ChunkSizer:
         workers = self._workers()
         if self._remaining is not None and workers > 1:  # leave each worker two chunks of the rest
             size = min(size, -(-self._remaining // (2 * workers)))
+            # ... but the tail never splits below a few milliseconds of work a chunk: each
+            # chunk costs a round trip (about 0.2 ms to a worker process, 15-30 ms on Dask).
+            size = max(size, min(round(TAIL_FLOOR_SECONDS / per_call), self._largest * GROWTH))
         return max(1, size)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
 
 def usable_cpus() -> int:
@@ -23,14 +22,15 @@ def usable_cpus() -> int:
     return max(1, count)
 
 
-def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+def cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> float | None:
     """The CPU quota of this process's cgroup, in CPUs, or None when unlimited or unknown."""
-    v2 = _read(root / "cpu.max")
+    v2 = _read(os.path.join(root, "cpu.max"))
     if v2 is not None:
         quota, _, period = v2.partition(" ")
         return _ratio(quota, period)
-    v1 = root / "cpu"
-    return _ratio(_read(v1 / "cpu.cfs_quota_us"), _read(v1 / "cpu.cfs_period_us"))
+    v1 = os.path.join(root, "cpu")
+    return _ratio(_read(os.path.join(v1, "cpu.cfs_quota_us")),
+                  _read(os.path.join(v1, "cpu.cfs_period_us")))
 
 
 def _ratio(quota: str | None, period: str | None) -> float | None:
@@ -41,8 +41,10 @@ def _ratio(quota: str | None, period: str | None) -> float | None:
     return q / p if q > 0 and p > 0 else None
 
 
-def _read(path: Path) -> str | None:
+def _read(path: str) -> str | None:
+    # plain open(), not pathlib: this runs on the import path of every cold start
     try:
-        return path.read_text().strip()
+        with open(path) as f:
+            return f.read().strip()
     except OSError:
         return None

@@ -10,10 +10,20 @@ import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
-from multiprocessing.context import BaseContext
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._arguments import (
+    ChunkSize,
+    check_callable,
+    check_chunksize,
+    check_iterable,
+    check_retries,
+    check_timeout,
+    optional_positive,
+    positive_int,
+    zip_args,
+)
 from ._chunking import ChunkSizer, known_length
 from ._cpus import usable_cpus
 from ._serialize import PickledOnce
@@ -24,11 +34,12 @@ from .backends._base import Backend, PoolOptions
 from .progress import ProgressOption, tracker
 
 if TYPE_CHECKING:
+    from multiprocessing.context import BaseContext
+
     from .insights import Insights
 
 T = TypeVar("T")
 R = TypeVar("R")
-ChunkSize = int | Literal["auto"]
 
 _WINDOW_PER_WORKER = 2  # chunks in flight per worker: one running, one ready to go
 # "auto" sends waiting work to threads or a loop with up to 256 calls in flight (its limit).
@@ -57,6 +68,10 @@ class Pool:
             is abandoned and replaced (see each backend's notes).
         retries: default number of times a task whose worker crashed is run again.
         cancel_running: make ``future.cancel()`` kill the worker of a running task.
+        address, client, dashboard: for ``"dask"``: a scheduler's ``"tcp://host:port"``, or
+            a ``distributed.Client``, to run on an existing cluster (left running); without
+            either a local cluster is started and closed with the pool. ``dashboard=True``
+            (or ``"host:port"``) serves the local cluster's dashboard.
 
     Every method has an awaitable twin for use inside an event loop (``asubmit``, ``amap``,
     ``aimap``), and ``async with Pool(...)`` shuts the pool down without blocking the loop.
@@ -69,24 +84,26 @@ class Pool:
                  max_memory_per_worker: int | None = None,
                  start_method: str | BaseContext | None = None, timeout: float | None = None,
                  retries: int = 0, cancel_running: bool = False,
-                 _executor_semantics: bool = False) -> None:
+                 address: str | None = None, client: Any = None,
+                 dashboard: bool | str = False, _executor_semantics: bool = False) -> None:
         backend_class = get_backend(backend)
-        self._workers = (_positive_int("workers", workers) if workers is not None
+        self._workers = (positive_int("workers", workers) if workers is not None
                          else _default_workers(backend))
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be callable, got {type(initializer).__name__}")
-        self._timeout = _check_timeout(timeout)
-        self._retries = _check_retries(retries)
-        self._max_tasks = _optional_positive("max_tasks_per_worker", max_tasks_per_worker)
-        self._concurrency = (_positive_int("concurrency", concurrency) if concurrency is not None
+        self._timeout = check_timeout(timeout)
+        self._retries = check_retries(retries)
+        self._max_tasks = optional_positive("max_tasks_per_worker", max_tasks_per_worker)
+        self._concurrency = (positive_int("concurrency", concurrency) if concurrency is not None
                              else _DEFAULT_CONCURRENCY.get(backend, DEFAULT_CONCURRENCY))
         options = PoolOptions(
             workers=self._workers, initializer=initializer, initargs=tuple(initargs),
             max_tasks_per_worker=self._max_tasks,
-            max_memory_per_worker=_optional_positive("max_memory_per_worker",
+            max_memory_per_worker=optional_positive("max_memory_per_worker",
                                                      max_memory_per_worker),
             start_method=start_method, cancel_running=cancel_running,
-            executor_semantics=_executor_semantics, concurrency=self._concurrency)
+            executor_semantics=_executor_semantics, concurrency=self._concurrency,
+            address=address, client=client, dashboard=dashboard)
         self._backend: Backend = backend_class()
         self._backend.start(options)
         self._shutdown_lock = threading.Lock()
@@ -114,7 +131,7 @@ class Pool:
         ``timeout`` and ``retries`` are options of the pool, not passed to ``fn``; wrap ``fn``
         in ``functools.partial`` to give it arguments of those names.
         """
-        _check_callable(fn)
+        check_callable(fn)
         return self._backend.submit(Task(self._runnable(fn), args, kwargs),
                                     timeout=self._timeout_for(timeout),
                                     retries=self._retries_for(retries))
@@ -146,7 +163,7 @@ class Pool:
         """
         if not iterables:
             raise TypeError("map() needs at least one iterable")
-        items, star = _zip_args(iterables)
+        items, star = zip_args(iterables)
         return self._collect(fn, items, star=star, chunksize=chunksize, timeout=timeout,
                              retries=retries, progress=progress)
 
@@ -154,7 +171,7 @@ class Pool:
                 chunksize: ChunkSize = "auto", timeout: float | None = None,
                 retries: int | None = None, progress: ProgressOption = False) -> list[R]:
         """``[fn(*args) for args in iterable]``, computed by the workers, in order."""
-        return self._collect(fn, _check_iterable(iterable), star=True, chunksize=chunksize,
+        return self._collect(fn, check_iterable(iterable), star=True, chunksize=chunksize,
                              timeout=timeout, retries=retries, progress=progress)
 
     def imap(self, fn: Callable[[T], R], iterable: Iterable[T], *, ordered: bool = True,
@@ -165,7 +182,7 @@ class Pool:
         The input is read only as fast as results are consumed (a bounded window ahead), so
         an endless generator is fine.
         """
-        return self._imap(fn, _check_iterable(iterable), star=False, ordered=ordered,
+        return self._imap(fn, check_iterable(iterable), star=False, ordered=ordered,
                           chunksize=chunksize, timeout=timeout, retries=retries,
                           progress=progress)
 
@@ -174,7 +191,7 @@ class Pool:
                  timeout: float | None = None, retries: int | None = None,
                  progress: ProgressOption = False) -> Iterator[R]:
         """Lazy :meth:`starmap`."""
-        return self._imap(fn, _check_iterable(iterable), star=True, ordered=ordered,
+        return self._imap(fn, check_iterable(iterable), star=True, ordered=ordered,
                           chunksize=chunksize, timeout=timeout, retries=retries,
                           progress=progress)
 
@@ -184,7 +201,7 @@ class Pool:
         """:meth:`map` for a coroutine: ``await pool.amap(fn, items)``, the loop keeps running."""
         if not iterables:
             raise TypeError("amap() needs at least one iterable")
-        items, star = _zip_args(iterables)
+        items, star = zip_args(iterables)
         results = self._aimap(fn, items, star=star, ordered=True, chunksize=chunksize,
                               timeout=timeout, retries=retries, progress=progress)
         return [value async for value in results]
@@ -194,7 +211,7 @@ class Pool:
               retries: int | None = None, progress: ProgressOption = False
               ) -> AsyncIterator[R]:
         """:meth:`imap` for a coroutine: ``async for r in pool.aimap(fn, items)``."""
-        return self._aimap(fn, _check_iterable(iterable), star=False, ordered=ordered,
+        return self._aimap(fn, check_iterable(iterable), star=False, ordered=ordered,
                            chunksize=chunksize, timeout=timeout, retries=retries,
                            progress=progress)
 
@@ -224,8 +241,8 @@ class Pool:
               chunksize: ChunkSize, timeout: float | None, retries: int | None
               ) -> tuple[ChunkSizer, Callable[[Sequence[Any]], Future[ChunkOutcome]]]:
         """Check the arguments of a map; how to size its chunks and how to submit one."""
-        _check_callable(fn)
-        fixed = _check_chunksize(chunksize)
+        check_callable(fn)
+        fixed = check_chunksize(chunksize)
         timeout = self._timeout_for(timeout)
         if timeout is not None and fixed is None:
             fixed = 1  # a per-task deadline needs one task per message to be exact
@@ -338,66 +355,13 @@ class Pool:
     # ---- option resolution ------------------------------------------------------------------
 
     def _timeout_for(self, timeout: float | None) -> float | None:
-        return self._timeout if timeout is None else _check_timeout(timeout)
+        return self._timeout if timeout is None else check_timeout(timeout)
 
     def _retries_for(self, retries: int | None) -> int:
-        return self._retries if retries is None else _check_retries(retries)
+        return self._retries if retries is None else check_retries(retries)
 
 
 def _default_workers(backend: str) -> int:
     if backend == "threads":
         return min(32, usable_cpus() + 4)  # threads mostly wait: concurrent.futures' default
     return usable_cpus()
-
-
-def _zip_args(iterables: tuple[Iterable[Any], ...]) -> tuple[Iterable[Any], bool]:
-    for it in iterables:
-        _check_iterable(it)
-    if len(iterables) == 1:
-        return iterables[0], False
-    return zip(*iterables, strict=False), True
-
-
-def _check_callable(fn: object) -> None:
-    if not callable(fn):
-        raise TypeError(f"expected a callable as the function, got {type(fn).__name__}: {fn!r}")
-
-
-def _check_iterable(items: Any) -> Any:
-    try:
-        iter(items)
-    except TypeError:
-        raise TypeError(f"expected an iterable of inputs, got {type(items).__name__}") from None
-    return items
-
-
-def _check_chunksize(chunksize: ChunkSize) -> int | None:
-    if chunksize == "auto":
-        return None
-    return _positive_int("chunksize", chunksize, hint=' or "auto"')
-
-
-def _check_timeout(timeout: float | None) -> float | None:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
-    return float(timeout)
-
-
-def _check_retries(retries: int) -> int:
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ValueError(f"retries must be an int >= 0, got {retries!r}")
-    return retries
-
-
-def _optional_positive(name: str, value: int | None) -> int | None:
-    return None if value is None else _positive_int(name, value)
-
-
-def _positive_int(name: str, value: object, hint: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= 1{hint}, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1{hint}, got {value}")
-    return value

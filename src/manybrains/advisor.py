@@ -98,7 +98,7 @@ def classify(seconds_per_call: float, cpu_fraction: float, *, coroutine: bool = 
         return Decision("threads", workers, f"{measured}: CPU-bound, and this interpreter has "
                         f"no GIL, so {workers} threads compute in parallel")
     if seconds_per_call < LONG_CALL_SECONDS and seen_seconds < startup:
-        return Decision("inline", 1, f"{measured}: CPU-bound, but the calls so far took "
+        return Decision("inline", 1, f"{measured}: CPU-bound, but together the calls take "
                         f"{_duration(seen_seconds)}, less than starting worker processes "
                         f"({_duration(startup)}): they run in the caller until they add up")
     return Decision("processes", workers, f"{measured}: CPU-bound, so {workers} worker "
@@ -134,8 +134,10 @@ class Advice:
         return _estimates(self)
 
     def for_items(self, items: int) -> Advice:
-        """The same advice, with estimates for ``items`` calls."""
-        return replace(self, items=items)
+        """The same measurements, with estimates and a recommendation for ``items`` calls."""
+        decision = _decide(self.seconds_per_call, self.cpu_fraction, self.coroutine, items)
+        return replace(self, items=items, recommendation=decision.backend,
+                       reason=decision.reason)
 
     def __str__(self) -> str:
         lines = [f"{self.function}: {_duration(self.seconds_per_call)} a call, "
@@ -157,9 +159,15 @@ def advise(fn: Any, /, *args: Any, **kwargs: Any) -> Advice:
     coroutine = is_coroutine_function(fn)
     calls, wall, cpu, delay = _measure(fn, args, kwargs, coroutine)
     per_call, fraction = wall / calls, cpu_fraction(cpu, wall, delay)
-    decision = classify(per_call, fraction, coroutine=coroutine)  # for many calls
+    decision = _decide(per_call, fraction, coroutine, Advice.items)
     name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
     return Advice(name, calls, per_call, fraction, coroutine, decision.backend, decision.reason)
+
+
+def _decide(per_call: float, fraction: float, coroutine: bool, items: int) -> Decision:
+    # What "auto" would do once it has seen all ``items`` calls: short CPU-bound work that adds
+    # up to less than starting worker processes stays in the caller.
+    return classify(per_call, fraction, coroutine=coroutine, seen_seconds=items * per_call)
 
 
 def _measure(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], coroutine: bool

@@ -17,7 +17,6 @@ import _posixshmem  # type: ignore[import-not-found]
 import contextlib
 import mmap
 import os
-import secrets
 from collections import OrderedDict
 
 PREFIX = "mb"
@@ -27,7 +26,7 @@ _CACHE_SIZE = 64  # attached segments kept mapped per process
 
 def new_name(kind: str = "") -> str:
     """A fresh segment name owned by this process; ``kind`` tags what it is for."""
-    return f"{PREFIX}{os.getpid()}{kind}_{secrets.token_hex(6)}"
+    return f"{PREFIX}{os.getpid()}{kind}_{os.urandom(6).hex()}"
 
 
 class Segment:

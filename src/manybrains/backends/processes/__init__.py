@@ -89,7 +89,9 @@ class ProcessBackend(Backend):
         release_shared_memory(self._arena, workers_gone=wait)
 
     def statistics(self) -> dict[str, Any]:
-        return {**self._supervisor.counters, "workers": self._supervisor.worker_table()}
+        workers = self._supervisor.worker_table()
+        return {**self._supervisor.counters, "queued": self._supervisor.queued,
+                "in_flight": sum(w["in_flight"] for w in workers), "workers": workers}
 
     def task_timings(self) -> TaskTimings:
         """Run times of the finished tasks, for ``Pool.insights()``."""

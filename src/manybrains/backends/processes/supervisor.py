@@ -185,6 +185,11 @@ class Supervisor:
         """Whether the supervisor thread still runs."""
         return self._thread.is_alive()
 
+    @property
+    def queued(self) -> int:
+        """Tasks submitted and not yet sent to a worker."""
+        return len(self._pending) + sum(1 for c, _ in list(self._inbox) if c == "submit")
+
     def worker_pids(self) -> list[int]:
         """Process ids of the current workers."""
         return [w.process.pid for w in list(self._workers.values()) if w.process.pid]
