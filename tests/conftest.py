@@ -1,5 +1,8 @@
 """Every test runs under a hard timeout (pytest-timeout, see pyproject.toml) and under
 ``no_leaks``: a test fails if it leaves child processes, threads or /dev/shm segments behind.
+
+/dev/shm is machine-wide: run the suite alone (as CI does), or segments created meanwhile by
+other programs are blamed on the test that was running.
 """
 
 from __future__ import annotations

@@ -42,7 +42,8 @@ class ProcessBackend(Backend):
 
     def start(self, options: PoolOptions) -> None:
         from .context import get_context
-        from .supervisor import EngineOptions, Supervisor
+        from .state import EngineOptions
+        from .supervisor import Supervisor
 
         self._options = options
         self._arena = Arena()  # shared memory for big array arguments, reused across tasks
@@ -57,7 +58,7 @@ class ProcessBackend(Backend):
     def submit(self, task: Task, *, timeout: float | None = None, retries: int = 0
                ) -> Future[Any]:
         from ..._future import TaskFuture
-        from .supervisor import Record
+        from .state import Record
 
         task_id = next(_ids)
         with Loan(self._arena) as loan:  # given back if the task never reaches the engine

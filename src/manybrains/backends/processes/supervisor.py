@@ -45,12 +45,8 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
-from multiprocessing.context import BaseContext
-from multiprocessing.process import BaseProcess
+from multiprocessing.connection import wait
 from typing import Any
 
 from ... import _worker_output
@@ -68,6 +64,7 @@ from ..._serialize import dumps, loads
 from ..._task import ChunkOutcome
 from ...insights import TaskTimings
 from . import protocol, worker
+from .state import EngineOptions, Record, WorkerSlot, kill_tree, rebuild_error
 
 LOGGER = logging.getLogger("manybrains")
 
@@ -79,52 +76,6 @@ _PREFETCH_MAX_SECONDS = 0.002
 # Workers dying before they are ready, in a row, before the pool gives up (a raising
 # initializer breaks it at once: that failure is certain, a death may be an outside kill).
 _STARTUP_ATTEMPTS = 3
-
-
-@dataclass(eq=False)
-class Record:
-    """One task on its way through the engine."""
-
-    id: int
-    frame: bytes | bytearray | memoryview  # request header + pickled task, ready to send
-    future: Future[Any]
-    label: str  # "task 17 (square)", for error messages
-    size: int = 1  # calls in the task
-    chunk: bool = False
-    timeout: float | None = None
-    retries: int = 0
-    started: float | None = None  # when it began to run, as far as the supervisor knows
-    kill_requested: bool = False
-    source: Any = None  # the Task, to describe its arguments if it is among the slowest
-
-
-@dataclass(eq=False)
-class _Worker:
-    process: BaseProcess
-    conn: Connection
-    inflight: deque[Record] = field(default_factory=deque)
-    ready: bool = False
-    retiring: bool = False
-    fate: BaseException | None = None  # what its running task gets when we kill it
-    calls: int = 0
-    tasks_done: int = 0
-    busy: float = 0.0
-    pickling: float = 0.0  # seconds the worker spent unpickling tasks and pickling results
-    last_elapsed: float = float("inf")
-    started_at: float = field(default_factory=time.monotonic)
-
-
-@dataclass
-class EngineOptions:
-    """How the supervisor runs its workers."""
-
-    workers: int
-    context: BaseContext
-    initializer: Callable[..., object] | None = None
-    initargs: tuple[Any, ...] = ()
-    max_tasks_per_worker: int | None = None
-    max_memory_per_worker: int | None = None
-    mark_running: bool = False  # move futures to RUNNING when sent (the Executor contract)
 
 
 class Supervisor:
@@ -145,7 +96,7 @@ class Supervisor:
         self._closed = False
         self._broken: BaseException | None = None
         self._closing = False
-        self._workers: dict[int, _Worker] = {}
+        self._workers: dict[int, WorkerSlot] = {}
         self._pending: deque[Record] = deque()
         self._open: dict[int, Record] = {}  # every record whose future we still owe
         self._startup_deaths = 0  # in a row, without a worker becoming ready in between
@@ -162,7 +113,7 @@ class Supervisor:
         """Queue ``record``; raises if the pool is closed or broken."""
         with self._lock:
             if self._broken is not None:
-                raise _rebuild(self._broken)
+                raise rebuild_error(self._broken)
             if self._closed:
                 raise PoolClosed("cannot submit: the pool has been shut down; create a new one")
             self.counters["submitted"] += 1
@@ -319,7 +270,7 @@ class Supervisor:
             else:
                 self._open.pop(record.id, None)
 
-    def _pick_worker(self, record: Record) -> _Worker | None:
+    def _pick_worker(self, record: Record) -> WorkerSlot | None:
         """An idle ready worker; else one that can take the task without blocking our send."""
         small = len(record.frame) <= _PREFETCH_BYTES
         fallback = None
@@ -333,7 +284,7 @@ class Supervisor:
         return fallback
 
     @staticmethod
-    def _can_queue(w: _Worker) -> bool:
+    def _can_queue(w: WorkerSlot) -> bool:
         # A starting worker reads its pipe only after its initializer; a busy one only after
         # its task, which must be short, or the queued task would wait while others idle.
         if not w.ready:
@@ -346,7 +297,7 @@ class Supervisor:
             return record.future.set_running_or_notify_cancel()
         return not record.future.cancelled()
 
-    def _send(self, w: _Worker, record: Record) -> None:
+    def _send(self, w: WorkerSlot, record: Record) -> None:
         try:
             w.conn.send_bytes(record.frame)
         except OSError:  # the worker died; its sentinel will tell, the task goes back
@@ -361,7 +312,7 @@ class Supervisor:
         if limit is not None and w.calls >= limit:
             self._retire(w)
 
-    def _retire(self, w: _Worker) -> None:
+    def _retire(self, w: WorkerSlot) -> None:
         """Let ``w`` finish what it holds, then exit; a new worker takes its place now."""
         w.retiring = True
         with contextlib.suppress(OSError):
@@ -377,7 +328,7 @@ class Supervisor:
 
     # ---- receiving ------------------------------------------------------------------------
 
-    def _receive(self, w: _Worker) -> None:
+    def _receive(self, w: WorkerSlot) -> None:
         while not w.conn.closed:
             try:
                 if not w.conn.poll():
@@ -388,7 +339,7 @@ class Supervisor:
                 return
             self._on_message(w, frame)
 
-    def _on_message(self, w: _Worker, frame: bytes) -> None:
+    def _on_message(self, w: WorkerSlot, frame: bytes) -> None:
         kind, task_id, elapsed, rss = protocol.read_reply(frame)
         body = memoryview(frame)[protocol.REPLY_SIZE:]
         if kind == protocol.READY:
@@ -406,7 +357,7 @@ class Supervisor:
             self._settle(record, kind, body, elapsed)
             self._after_task(w, rss)
 
-    def _on_ready_worker(self, w: _Worker) -> None:
+    def _on_ready_worker(self, w: WorkerSlot) -> None:
         w.ready = True
         self._startup_deaths = 0
         if w.inflight:
@@ -422,19 +373,19 @@ class Supervisor:
         error.__cause__ = cause
         self._break(error)
 
-    def _account(self, w: _Worker, elapsed: float) -> None:
+    def _account(self, w: WorkerSlot, elapsed: float) -> None:
         w.tasks_done += 1
         w.busy += elapsed
         w.last_elapsed = elapsed
         if w.inflight:
             w.inflight[0].started = time.monotonic()
 
-    def _observe(self, w: _Worker, record: Record, frame: bytes, elapsed: float) -> None:
+    def _observe(self, w: WorkerSlot, record: Record, frame: bytes, elapsed: float) -> None:
         w.pickling += protocol.read_pickling(frame)
         self.timings.record(elapsed, record.label, record.source)
         record.source = None  # the future keeps the record; the arguments need not stay
 
-    def _after_task(self, w: _Worker, rss: int) -> None:
+    def _after_task(self, w: WorkerSlot, rss: int) -> None:
         limit = self._options.max_memory_per_worker
         if limit is not None and rss > limit and not w.retiring:
             self._retire(w)
@@ -472,7 +423,7 @@ class Supervisor:
 
     # ---- faults ---------------------------------------------------------------------------
 
-    def _reap(self, w: _Worker) -> None:
+    def _reap(self, w: WorkerSlot) -> None:
         """``w`` exited: settle what it held and replace it."""
         self._receive(w)  # results it sent before dying are still in the pipe
         w.process.join()
@@ -484,7 +435,7 @@ class Supervisor:
             self._on_death(w)
         self._ensure_workers()
 
-    def _on_startup_death(self, w: _Worker) -> None:
+    def _on_startup_death(self, w: WorkerSlot) -> None:
         # Its tasks never started (a worker reads them only after its initializer).
         self._pending.extendleft(reversed(w.inflight))
         w.inflight.clear()
@@ -497,7 +448,7 @@ class Supervisor:
         else:
             self._break(BrokenPool(f"workers die while starting ({how})"))
 
-    def _on_death(self, w: _Worker) -> None:
+    def _on_death(self, w: WorkerSlot) -> None:
         running = w.inflight.popleft()
         self._pending.extendleft(reversed(w.inflight))  # never started: they go first again
         if w.fate is not None:
@@ -534,7 +485,7 @@ class Supervisor:
             return None
         return max(0.0, min(deadlines) - time.monotonic())
 
-    def _kill(self, w: _Worker, fate: BaseException) -> None:
+    def _kill(self, w: WorkerSlot, fate: BaseException) -> None:
         """Kill ``w`` and the processes it started; its sentinel then settles its tasks."""
         w.fate = fate
         kill_tree(w.process.pid)
@@ -558,7 +509,7 @@ class Supervisor:
             self._kill(w, error)
         self._pending.clear()
         for record in self._open.values():
-            set_exception(record.future, _rebuild(error))
+            set_exception(record.future, rebuild_error(error))
         self._open.clear()
 
     # ---- workers --------------------------------------------------------------------------
@@ -586,7 +537,7 @@ class Supervisor:
         finally:
             child_end.close()
         self.counters["workers_started"] += 1
-        w = _Worker(process, parent_end)
+        w = WorkerSlot(process, parent_end)
         self._workers[id(w)] = w
 
     def _inflight_count(self) -> int:
@@ -599,26 +550,3 @@ class Supervisor:
             self._wake_w = -1
         for w in self._workers.values():
             w.conn.close()
-
-
-def kill_tree(pid: int | None) -> None:
-    """SIGKILL a process and every process below it (children first found, then killed)."""
-    if pid is None:
-        return
-    import psutil  # only needed when something goes wrong; keeps worker start-up light
-
-    try:
-        parent = psutil.Process(pid)
-        family = [*parent.children(recursive=True), parent]
-    except psutil.Error:
-        return
-    for proc in family:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-
-
-def _rebuild(error: BaseException) -> BaseException:
-    """A fresh copy of ``error`` for each raise, so tracebacks do not pile up on one object."""
-    copy = type(error)(*error.args)
-    copy.__cause__ = error.__cause__
-    return copy

@@ -1,0 +1,649 @@
+"""One adapter per library: the way its own documentation runs each kind of work, with its best
+settings, so that every comparison is with the peer at its best rather than at its worst.
+
+The workloads are written once against these operations::
+
+    prepare()                     untimed: start a Dask cluster; nothing for the others
+    new_array(shape)              where a big input is built (manybrains: in shared memory)
+    share(array) -> handle, init  make one big array readable by every worker, its natural way
+    start(inits)                  start the pool; each init runs once in every worker
+    map(fn, items, chunksize=, shared=)   [fn(x) or fn(x, shared=handle) for x in items]
+    map_defaults(fn, items)       the one-liner a user writes first, with the defaults
+    map_arrays(fn, arrays)        big arrays as task arguments
+    map_waiting(fn, items, coroutine)   calls that wait: threads where the library has them
+    fold(new_state, step, finish, items)  per-worker state, handed back at the end
+    stop(); release()
+    cold_start_code()             source that starts a pool and gets one result (for W5)
+
+``chunksize=None`` means the library's own automatic batching where it has one, and
+otherwise ``multiprocessing.Pool``'s rule (a quarter of an even share per worker), since a
+user of those APIs has to pick a number and that rule is the well-known one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import multiprocessing
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from typing import Any, ClassVar
+
+Init = tuple[Callable[..., object], tuple[Any, ...]]
+
+# A handle that tells a task to read the array its worker's initializer stored (the stdlib
+# way: initializer + initargs, inherited through fork or pickled once per worker).
+WORKER_GLOBAL = "worker-global array"
+_worker_array: Any = None
+_inits_done: set[str] = set()
+
+
+def set_worker_array(array: Any) -> None:
+    global _worker_array
+    _worker_array = array
+
+
+def resolve(shared: Any) -> Any:
+    """The numpy array behind any library's handle for a shared array."""
+    import numpy as np
+
+    if isinstance(shared, str) and shared == WORKER_GLOBAL:
+        return _worker_array
+    return np.asarray(shared)
+
+
+def run_inits(*inits: Init) -> None:
+    for fn, args in inits:
+        fn(*args)
+
+
+def best_chunksize(n: int, workers: int) -> int:
+    return max(1, math.ceil(n / (4 * workers)))
+
+
+def split(items: Sequence[Any], parts: int) -> list[Sequence[Any]]:
+    size = max(1, math.ceil(len(items) / parts))
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def fold_chunk(chunk: Iterable[Any], *, new_state: Callable[[], Any],
+               step: Callable[[Any, Any], None], finish: Callable[[Any], Any]) -> Any:
+    state = new_state()
+    for item in chunk:
+        step(state, item)
+    return finish(state)
+
+
+def _with_shared(fn: Callable[..., Any], shared: Any) -> Callable[..., Any]:
+    return fn if shared is None else partial(fn, shared=shared)
+
+
+class InitOnce:
+    """Runs the inits the first time a worker calls the task: joblib has no initializer, and
+    a module-level "load once" cache is what its users write instead."""
+
+    def __init__(self, fn: Callable[..., Any], inits: Sequence[Init]) -> None:
+        self.fn, self.inits = fn, tuple(inits)
+        self.key = ",".join(f"{f.__module__}.{f.__qualname__}" for f, _ in self.inits)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.key not in _inits_done:
+            run_inits(*self.inits)
+            _inits_done.add(self.key)
+        return self.fn(*args, **kwargs)
+
+
+# ---- the common shape -------------------------------------------------------------------------
+
+class Adapter:
+    name: ClassVar[str]
+    module: ClassVar[str]  # what must import for the adapter to run; its version is reported
+    kind: ClassVar[str] = "peer"  # "ours", "peer" or "baseline"
+    how: ClassVar[str] = ""  # one line for the report: API, start method, settings
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+
+    @classmethod
+    def available(cls) -> bool:
+        return importlib.util.find_spec(cls.module) is not None
+
+    def prepare(self) -> None:
+        pass
+
+    def new_array(self, shape: tuple[int, ...]) -> Any:
+        import numpy as np
+
+        return np.empty(shape)
+
+    def share(self, array: Any) -> tuple[Any, Init | None]:
+        return WORKER_GLOBAL, (set_worker_array, (array,))
+
+    def start(self, inits: Sequence[Init] = ()) -> None:
+        pass
+
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], *, chunksize: int | None = None,
+            shared: Any = None) -> list[Any]:
+        raise NotImplementedError
+
+    def map_defaults(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+        return self.map(fn, items)
+
+    def map_arrays(self, fn: Callable[..., Any], arrays: Sequence[Any]) -> list[Any]:
+        return self.map(fn, arrays)
+
+    def map_waiting(self, fn: Callable[..., Any], items: Sequence[Any],
+                    coroutine: Callable[..., Any]) -> list[Any]:
+        return self.map(fn, items, chunksize=1)
+
+    def fold(self, new_state: Callable[[], Any], step: Callable[[Any, Any], None],
+             finish: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        task = partial(fold_chunk, new_state=new_state, step=step, finish=finish)
+        return self.map(task, split(items, 4 * self.workers), chunksize=1)
+
+    def stop(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+    def cold_start_code(self) -> str:
+        raise NotImplementedError
+
+    def _chunk(self, n: int, chunksize: int | None) -> int:
+        return chunksize or best_chunksize(n, self.workers)
+
+
+# ---- manybrains -------------------------------------------------------------------------------
+
+class Manybrains(Adapter):
+    name = "manybrains"
+    module = "manybrains"
+    kind = "ours"
+    how = ("Pool (forkserver), chunksize auto; defaults and waiting work: manybrains.map "
+           "(backend auto); big inputs built in a SharedArray")
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        self._pool: Any = None
+        self._arrays: dict[int, Any] = {}
+
+    def new_array(self, shape: tuple[int, ...]) -> Any:
+        import numpy as np
+
+        import manybrains as mb
+
+        shared = mb.SharedArray.empty(shape)
+        view = np.asarray(shared)
+        self._arrays[id(view)] = shared
+        return view
+
+    def share(self, array: Any) -> tuple[Any, Init | None]:
+        return self._arrays[id(array)], None  # pickles as its name: a few hundred bytes
+
+    def start(self, inits: Sequence[Init] = ()) -> None:
+        import manybrains as mb
+
+        self._pool = mb.Pool(self.workers, initializer=run_inits if inits else None,
+                             initargs=tuple(inits))
+
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], *, chunksize: int | None = None,
+            shared: Any = None) -> list[Any]:
+        return self._pool.map(_with_shared(fn, shared), items, chunksize=chunksize or "auto")
+
+    def map_defaults(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+        import manybrains as mb
+
+        return mb.map(fn, items)
+
+    def map_waiting(self, fn: Callable[..., Any], items: Sequence[Any],
+                    coroutine: Callable[..., Any]) -> list[Any]:
+        return self.map_defaults(fn, items)
+
+    def stop(self) -> None:
+        import manybrains as mb
+
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+        mb.shutdown_default_pool()
+
+    def release(self) -> None:
+        for shared in self._arrays.values():
+            shared.unlink()
+            shared.close()
+        self._arrays.clear()
+
+    def cold_start_code(self) -> str:
+        return "import manybrains as mb\nmb.Pool().submit(abs, -1).result()"
+
+
+# ---- the standard library ---------------------------------------------------------------------
+
+class StdlibPool(Adapter):
+    name = "multiprocessing"
+    module = "multiprocessing"
+    how = ("multiprocessing.Pool (default start method), initializer/initargs, map's own "
+           "chunking; waiting work: multiprocessing.pool.ThreadPool, one thread per call")
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        self._pool: Any = None
+        self._threads: Any = None
+
+    def start(self, inits: Sequence[Init] = ()) -> None:
+        self._pool = multiprocessing.Pool(self.workers, initializer=run_inits if inits else None,
+                                          initargs=tuple(inits))
+
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], *, chunksize: int | None = None,
+            shared: Any = None) -> list[Any]:
+        return self._pool.map(_with_shared(fn, shared), items, chunksize)
+
+    def map_waiting(self, fn: Callable[..., Any], items: Sequence[Any],
+                    coroutine: Callable[..., Any]) -> list[Any]:
+        from multiprocessing.pool import ThreadPool
+
+        if self._threads is None:
+            self._threads = ThreadPool(len(items))
+        return self._threads.map(fn, items, 1)
+
+    def stop(self) -> None:
+        for pool in (self._pool, self._threads):
+            if pool is not None:
+                pool.close()
+                pool.join()
+        self._pool = self._threads = None
+
+    def cold_start_code(self) -> str:
+        return "import multiprocessing as m\nm.Pool().apply(abs, (-1,))"
+
+
+class StdlibExecutor(Adapter):
+    name = "concurrent.futures"
+    module = "concurrent.futures"
+    how = ("ProcessPoolExecutor (default start method), initializer/initargs, "
+           "map(chunksize=n/(4 workers)); waiting work: ThreadPoolExecutor, a thread per call")
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        self._pool: Any = None
+        self._threads: Any = None
+
+    def start(self, inits: Sequence[Init] = ()) -> None:
+        from concurrent.futures import ProcessPoolExecutor
+
+        self._pool = ProcessPoolExecutor(self.workers, initializer=run_inits if inits else None,
+                                         initargs=tuple(inits))
+
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], *, chunksize: int | None = None,
+            shared: Any = None) -> list[Any]:
+        return list(self._pool.map(_with_shared(fn, shared), items,
+                                   chunksize=self._chunk(len(items), chunksize)))
+
+    def map_defaults(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+        return list(self._pool.map(fn, items))
+
+    def map_waiting(self, fn: Callable[..., Any], items: Sequence[Any],
+                    coroutine: Callable[..., Any]) -> list[Any]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(len(items))
+        return list(self._threads.map(fn, items))
+
+    def stop(self) -> None:
+        for pool in (self._pool, self._threads):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._pool = self._threads = None
+
+    def cold_start_code(self) -> str:
+        return ("from concurrent.futures import ProcessPoolExecutor\n"
+                "ProcessPoolExecutor().submit(abs, -1).result()")
+
+
+# ---- loky and joblib --------------------------------------------------------------------------
+
+class Loky(Adapter):
+    name = "loky"
+    module = "loky"
+    how = ("get_reusable_executor (loky start method), initializer/initargs (pickled to each "
+           "worker), map(chunksize=n/(4 workers)); no thread pool: waiting work on processes")
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        self._pool: Any = None
+
+    def start(self, inits: Sequence[Init] = ()) -> None:
+        from loky import get_reusable_executor
+
+        self._pool = get_reusable_executor(self.workers,
+                                           initializer=run_inits if inits else None,
+                                           initargs=tuple(inits))
+
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], *, chunksize: int | None = None,
+            shared: Any = None) -> list[Any]:
+        return list(self._pool.map(_with_shared(fn, shared), items,
+                                   chunksize=self._chunk(len(items), chunksize)))
+
+    def map_defaults(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+        return list(self._pool.map(fn, items))
+
+    def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def cold_start_code(self) -> str:
+        return ("from loky import get_reusable_executor\n"
+                "get_reusable_executor().submit(abs, -1).result()")
+
+
+class Joblib(Adapter):
+    name = "joblib"
+    module = "joblib"
+    how = ("Parallel(n_jobs, backend loky), batch_size auto, big arrays memory-mapped "
+           "automatically; per-worker set-up loaded once per process on first use; waiting "
+           "work: prefer='threads', a thread per call")
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        self._inits: tuple[Init, ...] = ()
+
+    def share(self, array: Any) -> tuple[Any, Init | None]:
+        return array, None  # joblib dumps it once to a memory map that every worker opens
+
+    def start(self, inits: Sequence[Init] = ()) -> None:
+        self._inits = tuple(inits)
+
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], *, chunksize: int | None = None,
+            shared: Any = None) -> list[Any]:
+        from joblib import Parallel, delayed
+
+        task = delayed(InitOnce(fn, self._inits) if self._inits else fn)
+        kwargs = {} if shared is None else {"shared": shared}
+        return Parallel(n_jobs=self.workers, batch_size=chunksize or "auto")(
+            task(x, **kwargs) for x in items)
+
+    def map_waiting(self, fn: Callable[..., Any], items: Sequence[Any],
+                    coroutine: Callable[..., Any]) -> list[Any]:
+        from joblib import Parallel, delayed
+
+        return Parallel(n_jobs=len(items), prefer="threads")(delayed(fn)(x) for x in items)
+
+    def cold_start_code(self) -> str:
+        return ("from joblib import Parallel, delayed\n"
+                "Parallel(n_jobs=-1)([delayed(abs)(-1)])")
+
+
+# ---- mpire ------------------------------------------------------------------------------------
+
+class Mpire(Adapter):
+    name = "mpire"
+    module = "mpire"
+    how = ("WorkerPool (fork), keep_alive, worker_init, shared_objects for big arrays, "
+           "use_worker_state + worker_exit for per-worker state, automatic chunking; waiting "
+           "work: start_method='threading', a thread per call")
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        self._pool: Any = None
+        self._threads: Any = None
+        self._shared: Any = None
+        self._init: Callable[..., None] | None = None
+        self._tasks: dict[tuple[int, int], Callable[..., Any]] = {}
+
+    def share(self, array: Any) -> tuple[Any, Init | None]:
+        self._shared = array  # inherited copy-on-write by the forked workers
+        return array, None
+
+    def start(self, inits: Sequence[Init] = ()) -> None:
+        from mpire import WorkerPool
+
+        self._pool = WorkerPool(self.workers, keep_alive=True, shared_objects=self._shared)
+        if inits:
+            inits = tuple(inits)
+            if self._shared is None:
+                self._init = lambda: run_inits(*inits)
+            else:
+                self._init = lambda _shared: run_inits(*inits)
+
+    def _task(self, fn: Callable[..., Any], shared: Any) -> Callable[..., Any]:
+        # keep_alive reuses the workers only while the function is the same object
+        key = (id(fn), id(shared))
+        if key not in self._tasks:
+            if self._shared is not None:
+                self._tasks[key] = lambda shared_objects, x: fn(x, shared=shared_objects)
+            else:
+                self._tasks[key] = _with_shared(fn, shared)
+        return self._tasks[key]
+
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], *, chunksize: int | None = None,
+            shared: Any = None) -> list[Any]:
+        return self._pool.map(self._task(fn, shared), items, chunk_size=chunksize,
+                              worker_init=self._init, concatenate_numpy_output=False)
+
+    def map_defaults(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+        return self._pool.map(fn, items)
+
+    def map_waiting(self, fn: Callable[..., Any], items: Sequence[Any],
+                    coroutine: Callable[..., Any]) -> list[Any]:
+        from mpire import WorkerPool
+
+        if self._threads is None:
+            self._threads = WorkerPool(len(items), start_method="threading", keep_alive=True)
+        return self._threads.map(fn, items, chunk_size=1)
+
+    def fold(self, new_state: Callable[[], Any], step: Callable[[Any, Any], None],
+             finish: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        from mpire import WorkerPool
+
+        with WorkerPool(self.workers, use_worker_state=True) as pool:
+            pool.map(lambda ws, x: step(ws["state"], x), items,
+                     worker_init=lambda ws: ws.update(state=new_state()),
+                     worker_exit=lambda ws: finish(ws["state"]))
+            return list(pool.get_exit_results())
+
+    def stop(self) -> None:
+        for pool in (self._pool, self._threads):
+            if pool is not None:
+                pool.stop_and_join()
+        self._pool = self._threads = None
+        self._tasks.clear()
+
+    def cold_start_code(self) -> str:
+        return ("from mpire import WorkerPool\n"
+                "WorkerPool(keep_alive=True).map(abs, [-1])")
+
+
+# ---- pebble -----------------------------------------------------------------------------------
+
+class Pebble(Adapter):
+    name = "pebble"
+    module = "pebble"
+    how = ("ProcessPool (default start method), initializer/initargs, "
+           "map(chunksize=n/(4 workers)); waiting work: pebble.ThreadPool, a thread per call")
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        self._pool: Any = None
+        self._threads: Any = None
+
+    def start(self, inits: Sequence[Init] = ()) -> None:
+        from pebble import ProcessPool
+
+        self._pool = ProcessPool(self.workers, initializer=run_inits if inits else None,
+                                 initargs=tuple(inits))
+
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], *, chunksize: int | None = None,
+            shared: Any = None) -> list[Any]:
+        future = self._pool.map(_with_shared(fn, shared), items,
+                                chunksize=self._chunk(len(items), chunksize))
+        return list(future.result())
+
+    def map_defaults(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+        return list(self._pool.map(fn, items).result())
+
+    def map_waiting(self, fn: Callable[..., Any], items: Sequence[Any],
+                    coroutine: Callable[..., Any]) -> list[Any]:
+        from pebble import ThreadPool
+
+        if self._threads is None:
+            self._threads = ThreadPool(len(items))
+        return list(self._threads.map(fn, items).result())
+
+    def stop(self) -> None:
+        for pool in (self._pool, self._threads):
+            if pool is not None:
+                pool.close()
+                pool.join()
+        self._pool = self._threads = None
+
+    def cold_start_code(self) -> str:
+        return ("from pebble import ProcessPool\n"
+                "ProcessPool().schedule(abs, args=(-1,)).result()")
+
+
+# ---- Dask -------------------------------------------------------------------------------------
+
+# One LocalCluster per process, started before any clock runs and kept for the next cell
+# (the --tiny run checks every workload in one process).
+_cluster: Any = None
+
+
+def close_clusters() -> None:
+    global _cluster
+    if _cluster is not None:
+        _cluster.close()
+        _cluster = None
+
+
+class Dask(Adapter):
+    name = "dask"
+    module = "distributed"
+    how = ("LocalCluster on 127.0.0.1 (worker processes, 1 thread each; started before the "
+           "clock), dask.bag with 4 partitions per worker, scatter for big arrays, client.run "
+           "for per-worker set-up; waiting work: the threaded scheduler, a thread per call")
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        self._client: Any = None
+
+    def prepare(self) -> None:
+        global _cluster
+        from dask.distributed import Client, LocalCluster
+
+        if _cluster is None or len(_cluster.workers) != self.workers:
+            _cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
+                                    processes=True, host="127.0.0.1", dashboard_address=None)
+        self._client = Client(_cluster, set_as_default=True)
+
+    def share(self, array: Any) -> tuple[Any, Init | None]:
+        return self._client.scatter(array, broadcast=True), None
+
+    def start(self, inits: Sequence[Init] = ()) -> None:
+        if inits:
+            self._client.run(run_inits, *inits)
+
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], *, chunksize: int | None = None,
+            shared: Any = None) -> list[Any]:
+        import dask.bag as db
+
+        if shared is not None:  # a future: client.map resolves it in each worker
+            return self._gather(self._client.map(fn, items, shared=shared, pure=False))
+        parts = math.ceil(len(items) / self._chunk(len(items), chunksize))
+        return db.from_sequence(items, npartitions=parts).map(fn).compute()
+
+    def map_defaults(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+        import dask.bag as db
+
+        return db.from_sequence(items).map(fn).compute()
+
+    def map_arrays(self, fn: Callable[..., Any], arrays: Sequence[Any]) -> list[Any]:
+        futures = self._client.scatter(list(arrays))
+        return self._gather(self._client.map(fn, futures, pure=False))
+
+    def map_waiting(self, fn: Callable[..., Any], items: Sequence[Any],
+                    coroutine: Callable[..., Any]) -> list[Any]:
+        import dask
+
+        return list(dask.compute(*[dask.delayed(fn)(x) for x in items], scheduler="threads",
+                                 num_workers=len(items)))
+
+    def _gather(self, futures: list[Any]) -> list[Any]:
+        return list(self._client.gather(futures))
+
+    def release(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def cold_start_code(self) -> str:
+        return ("from dask.distributed import Client, LocalCluster\n"
+                "client = Client(LocalCluster(n_workers=2, threads_per_worker=1, "
+                "host='127.0.0.1', dashboard_address=None))\n"
+                "client.submit(abs, -1).result()")
+
+
+# ---- baselines --------------------------------------------------------------------------------
+
+class Serial(Adapter):
+    name = "serial"
+    module = "builtins"
+    kind = "baseline"
+    how = "a plain loop in the calling process; per-worker set-up run once"
+
+    def start(self, inits: Sequence[Init] = ()) -> None:
+        run_inits(*inits)
+
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], *, chunksize: int | None = None,
+            shared: Any = None) -> list[Any]:
+        task = _with_shared(fn, shared)
+        return [task(x) for x in items]
+
+    def fold(self, new_state: Callable[[], Any], step: Callable[[Any, Any], None],
+             finish: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        return [fold_chunk(items, new_state=new_state, step=step, finish=finish)]
+
+
+class Threads(Adapter):
+    name = "threads"
+    module = "threading"
+    kind = "baseline"
+    how = "one threading.Thread per call"
+
+    def map_waiting(self, fn: Callable[..., Any], items: Sequence[Any],
+                    coroutine: Callable[..., Any]) -> list[Any]:
+        results: list[Any] = [None] * len(items)
+
+        def run(i: int) -> None:
+            results[i] = fn(items[i])
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(items))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return results
+
+
+class Asyncio(Adapter):
+    name = "asyncio"
+    module = "asyncio"
+    kind = "baseline"
+    how = "asyncio.gather over the coroutine version of the call"
+
+    def map_waiting(self, fn: Callable[..., Any], items: Sequence[Any],
+                    coroutine: Callable[..., Any]) -> list[Any]:
+        import asyncio
+
+        async def gather() -> list[Any]:
+            return list(await asyncio.gather(*(coroutine(x) for x in items)))
+
+        return asyncio.run(gather())
+
+
+ADAPTERS: dict[str, type[Adapter]] = {a.name: a for a in (
+    Manybrains, StdlibPool, StdlibExecutor, Loky, Joblib, Mpire, Pebble, Dask, Serial, Threads,
+    Asyncio)}

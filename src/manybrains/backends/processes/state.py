@@ -1,0 +1,89 @@
+"""What the supervisor keeps track of: tasks on their way, worker slots, engine options.
+
+Only the supervisor thread changes these objects (see :mod:`.supervisor`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+
+@dataclass(eq=False)
+class Record:
+    """One task on its way through the engine."""
+
+    id: int
+    frame: bytes | bytearray | memoryview  # request header + pickled task, ready to send
+    future: Future[Any]
+    label: str  # "task 17 (square)", for error messages
+    size: int = 1  # calls in the task
+    chunk: bool = False
+    timeout: float | None = None
+    retries: int = 0
+    started: float | None = None  # when it began to run, as far as the supervisor knows
+    kill_requested: bool = False
+    source: Any = None  # the Task, to describe its arguments if it is among the slowest
+
+
+@dataclass(eq=False)
+class WorkerSlot:
+    """A worker process and what the supervisor knows of it."""
+
+    process: BaseProcess
+    conn: Connection
+    inflight: deque[Record] = field(default_factory=deque)
+    ready: bool = False
+    retiring: bool = False
+    fate: BaseException | None = None  # what its running task gets when we kill it
+    calls: int = 0
+    tasks_done: int = 0
+    busy: float = 0.0
+    pickling: float = 0.0  # seconds the worker spent unpickling tasks and pickling results
+    last_elapsed: float = float("inf")
+    started_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class EngineOptions:
+    """How the supervisor runs its workers."""
+
+    workers: int
+    context: BaseContext
+    initializer: Callable[..., object] | None = None
+    initargs: tuple[Any, ...] = ()
+    max_tasks_per_worker: int | None = None
+    max_memory_per_worker: int | None = None
+    mark_running: bool = False  # move futures to RUNNING when sent (the Executor contract)
+
+
+
+def kill_tree(pid: int | None) -> None:
+    """SIGKILL a process and every process below it (children first found, then killed)."""
+    if pid is None:
+        return
+    import psutil  # only needed when something goes wrong; keeps worker start-up light
+
+    try:
+        parent = psutil.Process(pid)
+        family = [*parent.children(recursive=True), parent]
+    except psutil.Error:
+        return
+    for proc in family:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+
+
+def rebuild_error(error: BaseException) -> BaseException:
+    """A fresh copy of ``error`` for each raise, so tracebacks do not pile up on one object."""
+    copy = type(error)(*error.args)
+    copy.__cause__ = error.__cause__
+    return copy
