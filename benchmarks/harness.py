@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .peers import ADAPTERS
-from .workloads import WORKLOADS
+from .workloads import CELL_BUDGET_S, WORKLOADS
 
 ROOT = Path(__file__).resolve().parent.parent
 Cell = tuple[str, str]  # (workload key, library name)
@@ -60,7 +60,8 @@ def run_cells_here(cells: Sequence[Cell], size: str, repeat: int, workers: int,
                 adapter = ADAPTERS[library](workers)
                 sizes = workload.tiny if size == "tiny" else workload.full
                 record.update(status="ok", samples=workload.measure(adapter, sizes, repeat))
-            except Exception as exc:  # reported in the table; the next cell still runs
+            # anything a library raises is reported in the table; the next cell still runs
+            except Exception as exc:  # noqa: BLE001
                 record.update(status="failed", reason=f"{type(exc).__name__}: {exc}",
                               traceback=traceback.format_exc(limit=8))
             with open(result_file, "a") as out:
@@ -153,6 +154,9 @@ def run_full_cell(cell: Cell, repeat: int, workers: int, timeout: float) -> dict
         if record["status"] != "ok":
             return record
         samples.extend(record["samples"])
+        spent = sum(s["seconds"] for s in samples)
+        if spent + samples[-1]["seconds"] > CELL_BUDGET_S:
+            break
     return {**record, "samples": samples}
 
 
@@ -280,10 +284,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return {}
     from . import report
 
-    if args.from_json:
-        results = json.loads(Path(args.from_json).read_text())
-    else:
-        results = run(args, workers)
+    results = (json.loads(Path(args.from_json).read_text()) if args.from_json
+               else run(args, workers))
     print(report.markdown_table(results))
     out = args.out or (None if args.tiny or args.only or args.libraries or args.from_json
                        else str(ROOT / "docs"))

@@ -224,8 +224,9 @@ class Manybrains(Adapter):
 class StdlibPool(Adapter):
     name = "multiprocessing"
     module = "multiprocessing"
-    how = ("multiprocessing.Pool (default start method), initializer/initargs, map's own "
-           "chunking; waiting work: multiprocessing.pool.ThreadPool, one thread per call")
+    how = ("multiprocessing.Pool (platform default start method: fork on Linux before 3.14), "
+           "initializer/initargs, map's own chunking; waiting work: "
+           "multiprocessing.pool.ThreadPool, one thread per call")
 
     def __init__(self, workers: int) -> None:
         super().__init__(workers)
@@ -262,8 +263,9 @@ class StdlibPool(Adapter):
 class StdlibExecutor(Adapter):
     name = "concurrent.futures"
     module = "concurrent.futures"
-    how = ("ProcessPoolExecutor (default start method), initializer/initargs, "
-           "map(chunksize=n/(4 workers)); waiting work: ThreadPoolExecutor, a thread per call")
+    how = ("ProcessPoolExecutor (platform default start method: fork on Linux before 3.14), "
+           "initializer/initargs, map(chunksize=n/(4 workers)); waiting work: "
+           "ThreadPoolExecutor, a thread per call")
 
     def __init__(self, workers: int) -> None:
         super().__init__(workers)
@@ -462,8 +464,9 @@ class Mpire(Adapter):
 class Pebble(Adapter):
     name = "pebble"
     module = "pebble"
-    how = ("ProcessPool (default start method), initializer/initargs, "
-           "map(chunksize=n/(4 workers)); waiting work: pebble.ThreadPool, a thread per call")
+    how = ("ProcessPool (platform default start method: fork on Linux before 3.14), "
+           "initializer/initargs, map(chunksize=n/(4 workers)); waiting work: "
+           "pebble.ThreadPool, a thread per call")
 
     def __init__(self, workers: int) -> None:
         super().__init__(workers)

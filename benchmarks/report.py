@@ -26,13 +26,16 @@ def _number(seconds: float) -> str:
     return f"{seconds:.3g}" if seconds < 100 else f"{seconds:.0f}"
 
 
-def _cell_text(cell: dict[str, Any] | None, best: bool) -> str:
+def _cell_text(cell: dict[str, Any] | None, best: bool, repeat: int) -> str:
     if cell is None:
         return ""
     if cell["status"] != "ok":
         return cell["status"]
     text = _number(cell["median_s"])
-    return f"**{text}**" if best else text
+    text = f"**{text}**" if best else text
+    runs = len(cell["samples"])
+    # a cell stopped early by the harness's time budget says how many runs it had
+    return text if runs >= repeat else f"{text} ({runs} run{'s' if runs > 1 else ''})"
 
 
 def _best_peer(results: dict[str, Any], key: str) -> dict[str, Any] | None:
@@ -53,7 +56,7 @@ def markdown_table(results: dict[str, Any]) -> str:
         row = [f"{key} {workload['title']}"]
         for lib in [*libs, *baselines]:
             row.append(_cell_text(cells.get((key, lib)), best is not None and
-                                  best["library"] == lib))
+                                  best["library"] == lib, results["settings"]["repeat"]))
         row.append(best["library"] if best else "")
         ratio = ours.get("ratio_to_best_peer") if ours else None
         row.append(f"{ratio:.2f}x" if ratio else "")
@@ -165,18 +168,21 @@ def write_chart(results: dict[str, Any], path: Path) -> bool:
                 xs.append(j + (i - (len(libs) - 1) / 2) * width)
                 ys.append(cell["ratio_to_best_peer"])
         ours = lib == OURS
-        ax.bar(xs, ys, width, label=lib, color="#d62728" if ours else greys(i % 16 + 4),
+        # bars grow from 1 (the fastest peer): up when slower, down when faster
+        ax.bar(xs, [y - 1 for y in ys], width, bottom=1, label=lib,
+               color="#d62728" if ours else greys(i % 16 + 4),
                edgecolor="black" if ours else "none", linewidth=1.2 if ours else 0,
                zorder=3 if ours else 2)
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_yscale("log")
     ax.set_xticks(range(len(keys)), keys)
-    ax.set_ylabel("time / fastest peer's time (lower is better)")
+    ax.set_ylabel("time / fastest peer's time (log; lower is better)")
     m = results["machine"]
     ax.set_title(f"manybrains vs peers: {m['usable_cpus']} CPUs ({m['cpu_model']}), "
                  f"Python {m['python']}", fontsize=10)
     ax.grid(axis="y", which="both", alpha=0.3, zorder=0)
-    ax.legend(ncol=4, fontsize=8, loc="upper left")
+    ax.legend(ncol=len(libs), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.07),
+              frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

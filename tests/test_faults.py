@@ -278,7 +278,8 @@ def test_pool_cancel_kills_a_running_task(pool):
     with pytest.raises(CancelledError):
         running.result(timeout=5)
     assert_still_works(pool)
-    assert set(pool.backend.worker_pids()) != pids_before
+    stats = pool.statistics()
+    assert set(pool.backend.worker_pids()) != pids_before, stats
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -6,6 +6,8 @@ Only the supervisor thread changes these objects (see :mod:`.supervisor`).
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -67,19 +69,21 @@ class EngineOptions:
 
 
 def kill_tree(pid: int | None) -> None:
-    """SIGKILL a process and every process below it (children first found, then killed)."""
+    """SIGKILL a process and every process below it (children found first, then killed)."""
     if pid is None:
         return
     import psutil  # only needed when something goes wrong; keeps worker start-up light
 
     try:
-        parent = psutil.Process(pid)
-        family = [*parent.children(recursive=True), parent]
-    except psutil.Error:
-        return
-    for proc in family:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:  # it is already gone, or /proc could not be read: kill it anyway
+        children = []
+    for child in children:
         with contextlib.suppress(psutil.Error):
-            proc.kill()
+            child.kill()
+    # os.kill, not psutil: the process must die even when psutil doubts its identity.
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def rebuild_error(error: BaseException) -> BaseException:

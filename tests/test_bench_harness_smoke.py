@@ -1,0 +1,52 @@
+"""The side-by-side harness runs every workload on every library at tiny size (numbers are not
+checked here): each cell gives a number, or says plainly that its library is not installed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("numpy")
+pytest.importorskip("scipy")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.peers import ADAPTERS  # noqa: E402
+from benchmarks.workloads import WORKLOADS  # noqa: E402
+
+
+@pytest.mark.timeout(170)
+def test_every_workload_and_library_gives_a_number_or_a_reported_skip(tmp_path: Path) -> None:
+    results_file = tmp_path / "results.json"
+    done = subprocess.run([sys.executable, "-m", "benchmarks.harness", "--tiny",
+                           "--json", str(results_file), "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=160, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(results_file.read_text())
+    cells = {(c["workload"], c["library"]): c for c in results["cells"]}
+
+    for key, workload in WORKLOADS.items():
+        libraries = [n for n, a in ADAPTERS.items() if a.kind != "baseline"]
+        for library in [*libraries, *workload.baselines]:
+            cell = cells.pop((key, library))
+            if ADAPTERS[library].available():
+                assert cell["status"] == "ok", (key, library, cell.get("reason"),
+                                                cell.get("traceback"))
+                assert math.isfinite(cell["median_s"]) and cell["median_s"] >= 0
+            else:
+                assert cell["status"] == "skipped", cell
+                assert "not installed" in cell["reason"]
+    assert not cells, f"cells nobody asked for: {sorted(cells)}"
+
+    page = (tmp_path / "benchmarks.md").read_text()
+    assert "| W1 200,000 x*x, defaults |" in page and "B3" in page
+    assert "measure nothing" in page  # a tiny run never passes for real numbers
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (tmp_path / "benchmarks.png").stat().st_size > 1000
