@@ -158,3 +158,20 @@ def test_advise_recommends_processes_for_computation_and_asyncio_for_coroutines(
     advice = mb.advise(awaits, 1)
     assert advice.recommendation == "asyncio"
     assert "asyncio" in advice.estimates
+
+
+def test_cpu_bound_function_that_cannot_be_pickled_runs_on_threads():
+    import threading
+
+    guard = threading.Lock()  # a closure over a lock cannot travel to a worker process
+
+    def compute(x):
+        with guard:
+            pass
+        return sum(range(20_000)) + x
+
+    with mb.Pool(backend="auto") as pool:
+        assert pool.map(compute, range(300)) == [sum(range(20_000)) + x for x in range(300)]
+        choice = pool.statistics()["choices"][0]
+    assert choice["backend"] == "threads"
+    assert "cannot be pickled" in choice["why"]

@@ -47,7 +47,8 @@ class Task:
 
     def parts(self) -> list[tuple[str, object]]:
         """The named pieces of the task, to say which one failed to pickle."""
-        named: list[tuple[str, object]] = [(f"the function {_name(self.fn)}", self.fn)]
+        fn = unwrap(self.fn)
+        named: list[tuple[str, object]] = [(f"the function {_name(fn)}", fn)]
         named += [(f"positional argument {i}", a) for i, a in enumerate(self.args)]
         named += [(f"keyword argument {k!r}", v) for k, v in self.kwargs.items()]
         if self.items is not None:

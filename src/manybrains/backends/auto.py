@@ -32,7 +32,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from .._errors import PoolClosed
+from .._errors import PoolClosed, SerializationError
 from .._task import AsyncCall, ChunkOutcome, Task, run_task, unpickled, unwrap
 from ..advisor import (
     LONG_CALL_SECONDS,
@@ -126,7 +126,10 @@ class AutoBackend(Backend):
             name = "threads"  # only a thread can be abandoned at its deadline
         engine = self._engine(name)
         if name == "processes":
-            future = engine.submit(task, timeout=timeout, retries=retries)
+            try:
+                future = engine.submit(task, timeout=timeout, retries=retries)
+            except SerializationError as exc:  # it ran here, so a thread can run it too
+                return self._route(profile, profile.cannot_pickle(exc), task, timeout, retries)
             future.add_done_callback(profile.record_remote)
         elif name == "asyncio":
             future = engine.submit(task, timeout=timeout, retries=retries)
@@ -191,6 +194,7 @@ class _Profile:
         self._probe_clock: tuple[int, int, float, float, float] | None = None
         self._next_review = 1
         self._sampled = 0
+        self._unpicklable: str | None = None  # why worker processes cannot run it
 
     # -- deciding ----------------------------------------------------------------------------
 
@@ -294,10 +298,23 @@ class _Profile:
         fraction = 1.0 if self.cpu_fraction is None else self.cpu_fraction
         self._set(self._classify(self.per_call, fraction, seen=self.seconds))
 
+    def cannot_pickle(self, error: SerializationError) -> Decision:
+        """Its tasks cannot travel to worker processes: run them on threads from now on."""
+        with self._lock:
+            self._unpicklable = str(error)
+            self._set(self._classify(self.per_call or PROBE_SECONDS, 1.0, seen=self.seconds))
+            assert self.decision is not None
+            return self.decision
+
     def _classify(self, per_call: float, fraction: float, *, seen: float = 0.0,
                   coroutine: bool = False) -> Decision:
-        return classify(per_call, fraction, coroutine=coroutine, seen_seconds=seen,
-                        startup=self._startup(), workers=self.workers)
+        decision = classify(per_call, fraction, coroutine=coroutine, seen_seconds=seen,
+                            startup=self._startup(), workers=self.workers)
+        if decision.backend != "processes" or self._unpicklable is None:
+            return decision
+        return Decision("threads", self.workers, f"{decision.reason}; but its tasks cannot be "
+                        f"pickled for worker processes ({self._unpicklable}), so threads run "
+                        "them, one at a time under the GIL")
 
     def explain(self) -> dict[str, Any]:
         """The decision and the numbers behind it, for statistics."""
