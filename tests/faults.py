@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 
-
 def _in_worker() -> bool:
     return os.environ.get("MANYBRAINS_TEST_PARENT") != str(os.getpid())
 

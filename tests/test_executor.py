@@ -27,7 +27,7 @@ def test_is_an_executor_with_stdlib_futures():
     with mb.ProcessPoolExecutor(max_workers=2) as ex:
         assert isinstance(ex, cf.Executor)
         futures = [ex.submit(square, i) for i in range(10)]
-        done, not_done = cf.wait(futures, timeout=30)
+        _, not_done = cf.wait(futures, timeout=30)
         assert not not_done
         assert sorted(f.result() for f in cf.as_completed(futures)) == sorted(
             i * i for i in range(10))

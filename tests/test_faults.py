@@ -225,7 +225,7 @@ def test_timeout_kills_the_worker_and_its_children(pool, tmp_path):
     pidfile = tmp_path / "child.pid"
     others = [pool.submit(sleep_then, 0.3, i) for i in range(3)]
     start = time.monotonic()
-    with pytest.raises(TimeoutError, match="timeout of 0.5 s"):
+    with pytest.raises(TimeoutError, match=r"timeout of 0\.5 s"):
         pool.submit(sleep_with_child, 60, str(pidfile), timeout=0.5).result(timeout=30)
     assert time.monotonic() - start < 5
     child = int(pidfile.read_text())
@@ -462,7 +462,7 @@ def test_supervisor_failure_fails_every_future_instead_of_hanging(monkeypatch):
     p.shutdown()
 
 
-# ---- the soak --------------------------------------------------------------------------------------
+# ---- the soak ----------------------------------------------------------------------------
 
 
 @pytest.mark.slow

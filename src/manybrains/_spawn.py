@@ -19,7 +19,7 @@ from multiprocessing.context import BaseContext
 from typing import Any, Generic, TypeVar
 
 from ._errors import SerializationError, WorkerCrashed, describe_exit
-from ._remote import attach, format_exception, stand_in
+from ._remote import attach, format_exception, portable
 from ._serialize import dumps, dumps_checked, loads
 from .backends.processes.context import get_context
 from .ipc.autoshare import handing_off
@@ -160,7 +160,7 @@ def _child_main(conn: Connection, payload: bytes) -> None:
         fn, args, kwargs = loads(payload)
         outcome: tuple[bool, Any] = (True, fn(*args, **kwargs))
     except BaseException as exc:  # noqa: BLE001 - SystemExit too: it is the call's outcome
-        outcome = (False, _portable(exc))
+        outcome = (False, portable(exc))
     try:
         with handing_off():
             frame = dumps(outcome)
@@ -171,15 +171,6 @@ def _child_main(conn: Connection, payload: bytes) -> None:
     with contextlib.suppress(OSError):  # nobody is listening any more
         conn.send_bytes(frame)
     conn.close()
-
-
-def _portable(exc: BaseException) -> tuple[BaseException, str]:
-    tb = format_exception(exc)
-    try:
-        loads(dumps(exc))  # exceptions with extra __init__ arguments often fail only here
-    except BaseException:  # noqa: BLE001
-        return stand_in(exc), tb
-    return exc, tb
 
 
 def _parts(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, object]]:

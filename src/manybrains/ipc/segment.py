@@ -155,7 +155,7 @@ def sweep_orphans() -> int:
         semaphore = entry.startswith("sem.")
         name = entry[4:] if semaphore else entry
         pid = _creator(name)
-        if pid is None or pid == os.getpid() or _alive(pid):
+        if pid is None or pid == os.getpid() or process_alive(pid):
             continue
         with contextlib.suppress(OSError):
             if semaphore:
@@ -174,7 +174,8 @@ def _creator(name: str) -> int | None:
     return int(digits[:end]) if end else None
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (it may belong to another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle  # noqa: F401 - imported here so a forkserver preloads it for every worker
 
 from ... import _worker_output
-from ..._remote import format_exception, stand_in
+from ..._remote import format_exception, portable
 from ..._serialize import Frame, dumps, loads
 from ..._task import run_chunk
 from ...ipc.autoshare import hand_off_results
+from ...ipc.segment import process_alive
 from . import protocol
 
 if TYPE_CHECKING:
@@ -71,15 +72,15 @@ def _run(payload: memoryview) -> tuple[int, float, Any]:
     try:
         fn, args, kwargs, items, star = loads(payload)
     except BaseException as exc:  # noqa: BLE001 - a task that cannot be unpickled fails alone
-        return protocol.ERROR, 0.0, _portable(exc)
+        return protocol.ERROR, 0.0, portable(exc)
     if items is None:
         try:
             value = fn(*args, **kwargs)
         except BaseException as exc:  # noqa: BLE001 - SystemExit too: it belongs to the task
-            return protocol.ERROR, time.perf_counter() - start, _portable(exc)
+            return protocol.ERROR, time.perf_counter() - start, portable(exc)
         return protocol.RESULT, time.perf_counter() - start, value
     outcome = run_chunk(fn, items, star)
-    return protocol.RESULT, outcome.elapsed, (outcome.values, *_portable(outcome.error))
+    return protocol.RESULT, outcome.elapsed, (outcome.values, *portable(outcome.error))
 
 
 def _frame(kind: int, task_id: int, elapsed: float, rss: int, body: Any) -> Frame:
@@ -92,19 +93,7 @@ def _frame(kind: int, task_id: int, elapsed: float, rss: int, body: Any) -> Fram
 
 
 def _error_frame(kind: int, task_id: int, elapsed: float, exc: BaseException) -> Frame:
-    return dumps(_portable(exc), header=protocol.reply(kind, task_id, elapsed))
-
-
-def _portable(exc: BaseException | None) -> tuple[BaseException | None, str]:
-    """The exception and its traceback, replaced by a stand-in if it cannot travel."""
-    if exc is None:
-        return None, ""
-    tb = format_exception(exc)
-    try:
-        loads(dumps(exc))  # exceptions with extra __init__ arguments often fail only here
-    except BaseException:  # noqa: BLE001
-        return stand_in(exc), tb
-    return exc, tb
+    return dumps(portable(exc), header=protocol.reply(kind, task_id, elapsed))
 
 
 def _send(conn: Connection, frame: bytes | memoryview | bytearray) -> bool:
@@ -146,7 +135,7 @@ def _detach_from_parent_signals(parent_pid: int) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     _release_forkserver()
-    if not _alive(parent_pid):
+    if not process_alive(parent_pid):
         os._exit(1)
 
 
@@ -166,13 +155,3 @@ def _release_forkserver() -> None:
     server._forkserver_alive_fd = None
     server._forkserver_address = None
     server._forkserver_pid = None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
