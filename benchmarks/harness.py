@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections import Counter
@@ -299,6 +300,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return results
 
 
+def sample_load(loads: list[float], stop: threading.Event) -> None:
+    while not stop.wait(30.0):
+        loads.append(os.getloadavg()[0])
+
+
 def run(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     keys = args.only.split(",") if args.only else list(WORKLOADS)
     libraries = args.libraries.split(",") if args.libraries else None
@@ -307,8 +313,16 @@ def run(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     started, load_before = time.time(), os.getloadavg()
     print(f"{len(plan(keys, libraries))} cells, {repeat} repeat(s), {workers} workers; "
           f"load average {load_before[0]:.2f}", file=sys.stderr, flush=True)
-    records = run_matrix(plan(keys, libraries), tiny=args.tiny, repeat=repeat, workers=workers,
-                         timeout=timeout, jobs=max(1, args.jobs))
+    loads: list[float] = []
+    stop = threading.Event()
+    # the machine may be shared: the 1-minute load average every 30 s says how quiet it was
+    sampler = threading.Thread(target=sample_load, args=(loads, stop), daemon=True)
+    sampler.start()
+    try:
+        records = run_matrix(plan(keys, libraries), tiny=args.tiny, repeat=repeat,
+                             workers=workers, timeout=timeout, jobs=max(1, args.jobs))
+    finally:
+        stop.set()
     return {
         "settings": {"tiny": args.tiny, "repeat": repeat, "workers": workers,
                      "timeout_s": timeout, "command": " ".join(["python -m benchmarks.harness",
@@ -316,7 +330,8 @@ def run(args: argparse.Namespace, workers: int) -> dict[str, Any]:
         "machine": machine(),
         "run": {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
                 "duration_s": round(time.time() - started, 1),
-                "load_average_before": load_before, "load_average_after": os.getloadavg()},
+                "load_average_before": load_before, "load_average_after": os.getloadavg(),
+                "load_average_during": loads},
         "workloads": {k: {"title": w.title, "clock": w.clock, "cold": w.cold,
                           "sizes": w.tiny if args.tiny else w.full}
                       for k, w in WORKLOADS.items() if k in keys},

@@ -96,6 +96,19 @@ def _behind(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _load_during(run: dict[str, Any], workers: int) -> list[str]:
+    loads = sorted(run.get("load_average_during") or [])
+    if not loads:
+        return []
+    line = (f"- 1-minute load average during the run (every 30 s): min {loads[0]:.2f}, median "
+            f"{loads[len(loads) // 2]:.2f}, max {loads[-1]:.2f}")
+    if loads[len(loads) // 2] > workers * 0.75:
+        line += (". **Other work shared these CPUs during the run: every number here is "
+                 "slower than on a quiet machine, and ratios measured minutes apart (such as "
+                 "W2's efficiency against the serial loop) are unreliable.**")
+    return [line]
+
+
 def markdown(results: dict[str, Any], chart: str | None) -> str:
     m, run, settings = results["machine"], results["run"], results["settings"]
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
@@ -111,6 +124,7 @@ def markdown(results: dict[str, Any], chart: str | None) -> str:
         f"- Run: {run['started']}, {run['duration_s'] / 60:.1f} min, load average "
         f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min) at the start, "
         f"{run['load_average_after'][0]:.2f} at the end",
+        *_load_during(run, settings["workers"]),
         f"- Each cell: a fresh process, {settings['workers']} workers, median of "
         f"{settings['repeat']} repeats; one BLAS/OpenMP thread per process everywhere.",
     ]
