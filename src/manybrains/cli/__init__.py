@@ -32,7 +32,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, Mapping[str, argparse.Argum
     """The top-level parser, and each command's."""
     from .. import __version__
 
-    parser = _Parser(prog="manybrains", description=__doc__.split("\n\n")[0],
+    parser = _Parser(prog="manybrains",
+                     description="Parallel Python on every core: measure, compare, map.",
                      formatter_class=argparse.RawDescriptionHelpFormatter,
                      epilog="Run 'manybrains COMMAND --help' for a command's options.")
     parser.add_argument("--version", action="version", version=f"manybrains {__version__}")
