@@ -75,3 +75,18 @@ def describe_exit(exitcode: int | None) -> str:
         except ValueError:
             return f"signal {-exitcode}"
     return f"exit code {exitcode}"
+
+
+def rebuild_error(error: BaseException) -> BaseException:
+    """A fresh copy of ``error`` for each raise, so tracebacks do not pile up on one object."""
+    copy = type(error)(*error.args)
+    copy.__cause__ = error.__cause__
+    return copy
+
+
+def check_open(closed: bool, broken: BaseException | None = None) -> None:
+    """Raise what submitting to a pool that is broken (a copy of why) or closed raises."""
+    if broken is not None:
+        raise rebuild_error(broken)
+    if closed:
+        raise PoolClosed("cannot submit: the pool has been shut down; create a new one")

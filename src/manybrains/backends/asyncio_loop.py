@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from .._errors import InitializerFailed, PoolClosed
+from .._errors import InitializerFailed, check_open
 from .._future import TaskFuture, set_exception, set_result
 from .._task import DEFAULT_CONCURRENCY, AsyncCall, Task, run_chunk_async, run_task, unpickled
 from ._base import Backend, PoolOptions
@@ -65,8 +65,7 @@ class AsyncioBackend(Backend):
         job = _Job(task, future, timeout)
         future.job = job  # type: ignore[attr-defined]
         with self._lock:
-            if self._closed:
-                raise PoolClosed("cannot submit: the pool has been shut down; create a new one")
+            check_open(self._closed)
             self.counters["submitted"] += 1
             self._loop.call_soon_threadsafe(self._begin, job)
         future.add_done_callback(self._on_done)

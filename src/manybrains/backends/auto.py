@@ -32,7 +32,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from .._errors import PoolClosed, SerializationError
+from .._errors import SerializationError, check_open
 from .._task import AsyncCall, ChunkOutcome, Task, run_task, unpickled, unwrap
 from ..advisor import (
     LONG_CALL_SECONDS,
@@ -107,8 +107,7 @@ class AutoBackend(Backend):
         fn = unwrap(task.fn)
         key = getattr(fn, "__code__", fn)  # a lambda re-created in a loop is the same work
         with self._lock:
-            if self._closed:
-                raise PoolClosed("cannot submit: the pool has been shut down; create a new one")
+            check_open(self._closed)
             profile = self._profiles.get(key)
             if profile is None:
                 profile = self._profiles[key] = _Profile(fn, self._options.workers,
@@ -157,8 +156,7 @@ class AutoBackend(Backend):
 
     def _engine(self, name: str) -> Backend:
         with self._lock:
-            if self._closed:
-                raise PoolClosed("cannot submit: the pool has been shut down; create a new one")
+            check_open(self._closed)
             engine = self._engines.get(name)
             if engine is None:
                 engine = self._engines[name] = get_backend(name)()

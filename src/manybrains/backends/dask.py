@@ -51,7 +51,13 @@ import dask
 import distributed
 from dask.base import tokenize
 
-from .._errors import BrokenPool, InitializerFailed, PoolClosed, SerializationError, WorkerCrashed
+from .._errors import (
+    BrokenPool,
+    InitializerFailed,
+    SerializationError,
+    WorkerCrashed,
+    check_open,
+)
 from .._future import TaskFuture, set_exception, set_result
 from .._remote import RemoteTraceback, attach, format_exception, portable
 from .._serialize import dumps, dumps_checked, loads
@@ -224,8 +230,7 @@ class DaskBackend(Backend):
 
     def submit(self, task: Task, *, timeout: float | None = None, retries: int = 0
                ) -> Future[Any]:
-        if self._closed:
-            raise PoolClosed("cannot submit: the pool has been shut down; create a new one")
+        check_open(self._closed)
         args, kwargs, arrays = self._scatter_arrays(task)
         frame = bytes(dumps_checked((args, kwargs, task.items, task.star), header=b"",
                                     parts=task.parts))
@@ -236,8 +241,7 @@ class DaskBackend(Backend):
         record.arguments = (frame, (record.id, fn_key, topic), function, *arrays)
         record.future.add_done_callback(functools.partial(self._on_done, record))
         with self._lock:
-            if self._closed:
-                raise PoolClosed("cannot submit: the pool has been shut down; create a new one")
+            check_open(self._closed)
             self._records[record.id] = record
         self._counters.add("submitted")
         self._send(record)

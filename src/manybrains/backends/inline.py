@@ -19,7 +19,7 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
-from .._errors import InitializerFailed, PoolClosed
+from .._errors import InitializerFailed, check_open
 from .._future import TaskFuture
 from .._task import Task, run_task
 from ._base import Backend, PoolOptions
@@ -76,10 +76,7 @@ class InlineBackend(Backend):
     # ---- internals ------------------------------------------------------------------------
 
     def _check_open(self) -> None:
-        if self._broken is not None:
-            raise InitializerFailed(*self._broken.args) from self._broken.__cause__
-        if self._closed:
-            raise PoolClosed("cannot submit: the pool has been shut down; create a new one")
+        check_open(self._closed, self._broken)
 
     def _initialize(self) -> None:
         """Run the initializer once, before the first task (in the caller, like the tasks)."""

@@ -24,7 +24,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._errors import InitializerFailed, PoolClosed
+from .._errors import InitializerFailed, check_open
 from .._future import TaskFuture, set_exception, set_result
 from .._task import Task, run_task
 from ._base import Backend, PoolOptions
@@ -107,11 +107,7 @@ class ThreadBackend(Backend):
     # ---- caller side, under the lock --------------------------------------------------------
 
     def _check_open(self) -> None:
-        if self._broken is not None:
-            error = type(self._broken)(*self._broken.args)
-            raise error from self._broken.__cause__
-        if self._closed:
-            raise PoolClosed("cannot submit: the pool has been shut down; create a new one")
+        check_open(self._closed, self._broken)
 
     def _staff(self) -> None:
         """Wake an idle thread, or start one while queued jobs outnumber idle threads."""

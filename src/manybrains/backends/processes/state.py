@@ -84,10 +84,3 @@ def kill_tree(pid: int | None) -> None:
     # os.kill, not psutil: the process must die even when psutil doubts its identity.
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-
-
-def rebuild_error(error: BaseException) -> BaseException:
-    """A fresh copy of ``error`` for each raise, so tracebacks do not pile up on one object."""
-    copy = type(error)(*error.args)
-    copy.__cause__ = error.__cause__
-    return copy

@@ -53,10 +53,11 @@ from ... import _worker_output
 from ..._errors import (
     BrokenPool,
     InitializerFailed,
-    PoolClosed,
     SerializationError,
     WorkerCrashed,
+    check_open,
     describe_exit,
+    rebuild_error,
 )
 from ..._future import set_exception, set_result
 from ..._remote import RemoteTraceback, attach
@@ -64,7 +65,7 @@ from ..._serialize import dumps, loads
 from ..._task import ChunkOutcome
 from ...insights import TaskTimings
 from . import protocol, worker
-from .state import EngineOptions, Record, WorkerSlot, kill_tree, rebuild_error
+from .state import EngineOptions, Record, WorkerSlot, kill_tree
 
 LOGGER = logging.getLogger("manybrains")
 
@@ -112,10 +113,7 @@ class Supervisor:
     def submit(self, record: Record) -> None:
         """Queue ``record``; raises if the pool is closed or broken."""
         with self._lock:
-            if self._broken is not None:
-                raise rebuild_error(self._broken)
-            if self._closed:
-                raise PoolClosed("cannot submit: the pool has been shut down; create a new one")
+            check_open(self._closed, self._broken)
             self.counters["submitted"] += 1
             self._post("submit", record)
 
