@@ -501,7 +501,8 @@ class Supervisor:
         if self._broken is not None:
             return
         with self._lock:
-            self._broken = error
+            self._broken = error  # from now on submit() raises instead of queueing
+        self._read_inbox()  # tasks submitted before that and not yet read fail below too
         for w in list(self._workers.values()):
             w.inflight.clear()
             self._kill(w, error)
