@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 from ._errors import SerializationError, WorkerCrashed, describe_exit
 from ._remote import attach, format_exception, portable
 from ._serialize import dumps, dumps_checked, loads
+from ._task import function_name
 from .backends.processes.context import get_context
 from .ipc.autoshare import handing_off
 from .ipc.segment import sweep_orphans
@@ -45,7 +46,7 @@ def spawn(fn: Any, /, *args: Any, start_method: str | BaseContext | None = None,
     context = get_context(start_method)
     reader, writer = context.Pipe(duplex=False)
     process = context.Process(  # type: ignore[attr-defined]
-        target=_child_main, args=(writer, payload), name=f"manybrains-spawn-{_name(fn)}")
+        target=_child_main, args=(writer, payload), name=f"manybrains-spawn-{function_name(fn)}")
     try:
         process.start()
     except BaseException:
@@ -53,7 +54,7 @@ def spawn(fn: Any, /, *args: Any, start_method: str | BaseContext | None = None,
         raise
     finally:
         writer.close()
-    return Handle(process, reader, _name(fn))
+    return Handle(process, reader, function_name(fn))
 
 
 class Handle(Generic[R]):
@@ -174,11 +175,9 @@ def _child_main(conn: Connection, payload: bytes) -> None:
 
 
 def _parts(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, object]]:
-    named: list[tuple[str, object]] = [(f"the function {_name(fn)}", fn)]
+    named: list[tuple[str, object]] = [(f"the function {function_name(fn)}", fn)]
     named += [(f"positional argument {i}", a) for i, a in enumerate(args)]
     named += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
     return named
 
 
-def _name(fn: Any) -> str:
-    return getattr(fn, "__qualname__", None) or type(fn).__qualname__

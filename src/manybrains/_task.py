@@ -48,7 +48,7 @@ class Task:
     def parts(self) -> list[tuple[str, object]]:
         """The named pieces of the task, to say which one failed to pickle."""
         fn = unwrap(self.fn)
-        named: list[tuple[str, object]] = [(f"the function {_name(fn)}", fn)]
+        named: list[tuple[str, object]] = [(f"the function {function_name(fn)}", fn)]
         named += [(f"positional argument {i}", a) for i, a in enumerate(self.args)]
         named += [(f"keyword argument {k!r}", v) for k, v in self.kwargs.items()]
         if self.items is not None:
@@ -84,7 +84,7 @@ class AsyncCall:
         return asyncio.run(_awaited(self.fn(*args, **kwargs)))
 
     def __repr__(self) -> str:
-        return f"AsyncCall({_name(self.fn)}, concurrency={self.concurrency})"
+        return f"AsyncCall({function_name(self.fn)}, concurrency={self.concurrency})"
 
 
 def is_coroutine_function(fn: object) -> bool:
@@ -201,5 +201,6 @@ async def _awaited(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 
-def _name(fn: object) -> str:
+def function_name(fn: object) -> str:
+    """A function's qualified name, or its type's for other callables."""
     return getattr(fn, "__qualname__", None) or type(fn).__qualname__

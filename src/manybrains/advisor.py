@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ._cpus import usable_cpus
-from ._task import DEFAULT_CONCURRENCY, is_coroutine_function
+from ._task import DEFAULT_CONCURRENCY, function_name, is_coroutine_function
 
 INLINE_BELOW_SECONDS = 10e-6  # a chunked call costs about 1-2 us to ship to a process and back
 WAITING_BELOW_CPU_FRACTION = 0.5
@@ -160,7 +160,7 @@ def advise(fn: Any, /, *args: Any, **kwargs: Any) -> Advice:
     calls, wall, cpu, delay = _measure(fn, args, kwargs, coroutine)
     per_call, fraction = wall / calls, cpu_fraction(cpu, wall, delay)
     decision = _decide(per_call, fraction, coroutine, Advice.items)
-    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    name = function_name(fn)
     return Advice(name, calls, per_call, fraction, coroutine, decision.backend, decision.reason)
 
 

@@ -33,7 +33,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from .._errors import SerializationError, check_open
-from .._task import AsyncCall, ChunkOutcome, Task, run_task, unpickled, unwrap
+from .._task import AsyncCall, ChunkOutcome, Task, function_name, run_task, unpickled, unwrap
 from ..advisor import (
     LONG_CALL_SECONDS,
     MAX_WAITING_CALLS,
@@ -172,7 +172,7 @@ class _Profile:
     """What is known about one function: its measured calls and the current decision."""
 
     def __init__(self, fn: Any, workers: int, startup: Callable[[], float]) -> None:
-        self.name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+        self.name = function_name(fn)
         self.workers = workers
         self._startup = startup  # what starting worker processes would cost now
         self.decision: Decision | None = None

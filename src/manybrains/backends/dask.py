@@ -61,7 +61,7 @@ from .._errors import (
 from .._future import TaskFuture, set_exception, set_result
 from .._remote import RemoteTraceback, attach, format_exception, portable
 from .._serialize import dumps, dumps_checked, loads
-from .._task import ChunkOutcome, Task, run_chunk, unwrap
+from .._task import ChunkOutcome, Task, function_name, run_chunk, unwrap
 from ._base import Backend, PoolOptions
 
 # Arrays at least this big are sent to the cluster once (scatter), then referenced.
@@ -470,8 +470,7 @@ class _Initializer(distributed.WorkerPlugin):  # type: ignore[misc]
 
 
 def _label(task: Task) -> str:
-    fn = unwrap(task.fn)
-    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    name = function_name(unwrap(task.fn))
     return f"{name}" if task.items is None else f"{name}-chunk"
 
 

@@ -12,8 +12,8 @@ import itertools
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from ..._serialize import PickledOnce, dumps_checked
-from ..._task import Task
+from ..._serialize import dumps_checked
+from ..._task import Task, function_name, unwrap
 from ...ipc.arena import Arena, release_shared_memory
 from ...ipc.autoshare import Loan
 from .._base import Backend, PoolOptions
@@ -116,8 +116,7 @@ class ProcessBackend(Backend):
 
 
 def _label(task_id: int, task: Task) -> str:
-    fn = task.fn.fn if isinstance(task.fn, PickledOnce) else task.fn
-    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    name = function_name(unwrap(task.fn))
     calls = f", {task.size} calls" if task.items is not None else ""
     return f"task {task_id} ({name}{calls})"
 
