@@ -168,14 +168,14 @@ def test_cpu_bound_function_that_cannot_be_pickled_runs_on_threads():
     def compute(x):
         with guard:
             pass
-        return sum(range(20_000)) + x
+        return sum(range(200_000)) + x
 
-    expected = [sum(range(20_000)) + x for x in range(300)]
+    expected = [sum(range(200_000)) + x for x in range(100)]
     with mb.Pool(backend="auto") as pool:
-        # The first map may end while the calls still run inline (they are short); by the
-        # second, processes are the choice, pickling fails, and threads take over.
-        assert pool.map(compute, range(300)) == expected
-        assert pool.map(compute, range(300)) == expected
+        # Calls of a millisecond or more, 200 in all: together far more than starting worker
+        # processes, so processes get chosen, pickling fails, and threads take over.
+        assert pool.map(compute, range(100)) == expected
+        assert pool.map(compute, range(100)) == expected
         choice = pool.statistics()["choices"][0]
     assert choice["backend"] == "threads"
     assert "cannot be pickled" in choice["why"]
