@@ -1,8 +1,8 @@
 """Every test runs under a hard timeout (pytest-timeout, see pyproject.toml) and under
 ``no_leaks``: a test fails if it leaves child processes, threads or /dev/shm segments behind.
 
-/dev/shm is machine-wide: run the suite alone (as CI does), or segments created meanwhile by
-other programs are blamed on the test that was running.
+/dev/shm is machine-wide: only manybrains segments made by this process tree (or by a process
+that has since died) are counted, so a concurrent session's segments are not blamed here.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 import manybrains as mb
+from manybrains.ipc import segment
 
 # Started once and kept for the life of the test process, by design of multiprocessing.
 _LONG_LIVED = ("forkserver", "resource_tracker")
@@ -40,10 +41,24 @@ def _threads() -> set[threading.Thread]:
 
 
 def _segments() -> set[str]:
+    """manybrains segments this test process (or one of its processes) may have made.
+
+    A segment whose creator is alive outside this process tree belongs to another program
+    (another pytest session, a benchmark) and is not this test's leak.
+    """
     try:
-        return set(os.listdir("/dev/shm"))
+        entries = os.listdir("/dev/shm")
     except FileNotFoundError:
         return set()
+    ours = {os.getpid(), *(p.pid for p in psutil.Process().children(recursive=True))}
+    found = set()
+    for entry in entries:
+        creator = segment.creator_pid(entry.removeprefix("sem."))
+        if creator is None:
+            continue
+        if creator in ours or not segment.process_alive(creator):
+            found.add(entry)
+    return found
 
 
 def _leftovers(before: tuple[dict[int, str], set[threading.Thread], set[str]]) -> list[str]:

@@ -154,7 +154,7 @@ def sweep_orphans() -> int:
     for entry in entries:
         semaphore = entry.startswith("sem.")
         name = entry[4:] if semaphore else entry
-        pid = _creator(name)
+        pid = creator_pid(name)
         if pid is None or pid == os.getpid() or process_alive(pid):
             continue
         with contextlib.suppress(OSError):
@@ -166,7 +166,8 @@ def sweep_orphans() -> int:
     return removed
 
 
-def _creator(name: str) -> int | None:
+def creator_pid(name: str) -> int | None:
+    """The pid in a manybrains segment name (``mb<pid>...``), or None for other names."""
     if not name.startswith(PREFIX):
         return None
     digits = name[len(PREFIX):len(PREFIX) + 10]
