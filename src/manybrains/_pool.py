@@ -62,6 +62,8 @@ class Pool:
         max_tasks_per_worker: replace a worker after it ran this many calls.
         max_memory_per_worker: replace a worker whose resident memory passes this many bytes
             after a task.
+        inner_threads: BLAS/OpenMP threads (numpy, scipy) in each worker process; default:
+            usable CPUs // workers, or what the user's ``OMP_NUM_THREADS``-style variables say.
         start_method: ``"forkserver"`` (Linux default), ``"spawn"`` or ``"fork"``.
         timeout: default per-task time limit in seconds; the task raises ``TimeoutError``.
             A worker process past it is killed and replaced; a thread cannot be killed, so it
@@ -81,7 +83,7 @@ class Pool:
                  concurrency: int | None = None,
                  initializer: Callable[..., object] | None = None, initargs: Iterable[Any] = (),
                  max_tasks_per_worker: int | None = None,
-                 max_memory_per_worker: int | None = None,
+                 max_memory_per_worker: int | None = None, inner_threads: int | None = None,
                  start_method: str | BaseContext | None = None, timeout: float | None = None,
                  retries: int = 0, cancel_running: bool = False,
                  address: str | None = None, client: Any = None,
@@ -101,6 +103,7 @@ class Pool:
             max_tasks_per_worker=self._max_tasks,
             max_memory_per_worker=optional_positive("max_memory_per_worker",
                                                      max_memory_per_worker),
+            inner_threads=optional_positive("inner_threads", inner_threads),
             start_method=start_method, cancel_running=cancel_running,
             executor_semantics=_executor_semantics, concurrency=self._concurrency,
             address=address, client=client, dashboard=dashboard)

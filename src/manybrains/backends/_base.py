@@ -28,6 +28,7 @@ class PoolOptions:
     initargs: tuple[Any, ...] = ()
     max_tasks_per_worker: int | None = None
     max_memory_per_worker: int | None = None
+    inner_threads: int | None = None  # BLAS/OpenMP threads per worker; None: CPUs // workers
     start_method: str | BaseContext | None = None
     cancel_running: bool = False  # future.cancel() stops a running task where possible
     executor_semantics: bool = False  # concurrent.futures contract: RUNNING state, wait at exit

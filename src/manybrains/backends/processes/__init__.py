@@ -52,7 +52,7 @@ class ProcessBackend(Backend):
             initializer=options.initializer, initargs=options.initargs,
             max_tasks_per_worker=options.max_tasks_per_worker,
             max_memory_per_worker=options.max_memory_per_worker,
-            mark_running=options.executor_semantics))
+            inner_threads=options.inner_threads, mark_running=options.executor_semantics))
         _live.add(self)
 
     def submit(self, task: Task, *, timeout: float | None = None, retries: int = 0

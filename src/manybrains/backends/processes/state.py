@@ -64,6 +64,8 @@ class EngineOptions:
     initargs: tuple[Any, ...] = ()
     max_tasks_per_worker: int | None = None
     max_memory_per_worker: int | None = None
+    # Each worker calls inner_threads.cap(inner_threads, workers) first thing.
+    inner_threads: int | None = None
     mark_running: bool = False  # move futures to RUNNING when sent (the Executor contract)
 
 
