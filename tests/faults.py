@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -51,10 +52,22 @@ def crash_first_time(marker: str, value: int, crash_on: int = 2) -> int:
 
 
 def sleep_with_child(seconds: float, pidfile: str) -> None:
-    """Start a child process, record its pid, then hang."""
+    """Start a child process, record the worker's pid and the child's, then hang."""
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    Path(pidfile).write_text(str(child.pid))
+    Path(pidfile).write_text(f"{os.getpid()} {child.pid}")
     time.sleep(seconds)
+
+
+class Unpicklable(Exception):
+    """An exception that cannot travel back: it holds a lock."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(a)
+        self.lock = threading.Lock()
+
+
+def raise_unpicklable() -> None:
+    raise Unpicklable(1, 2)
 
 
 def hold_memory(megabytes: int) -> int:
