@@ -6,10 +6,14 @@ someone else costs more than doing it. :func:`classify` is the rule; ``backend="
 it to the first calls of each function, and :func:`advise` applies it to sample calls and
 prints what each backend would cost.
 
-The rule, from two numbers measured per call (CPU time over wall time, and seconds)::
+The rule, from three numbers measured per call (its thread's CPU time over wall time, the
+whole process's CPU time over wall time, and seconds)::
 
     coroutine function                      -> asyncio
     under 10 us a call                      -> inline     (shipping costs more than the call)
+    the process's CPU time well over the
+      wall time (native code on its own
+      threads, e.g. BLAS), most CPUs busy   -> inline     (splitting only oversubscribes)
     CPU under half of the wall time         -> threads    (mostly waiting)
     CPU-bound, interpreter without a GIL    -> threads    (threads run in parallel)
     CPU-bound, short calls adding up to
@@ -20,6 +24,7 @@ The rule, from two numbers measured per call (CPU time over wall time, and secon
 from __future__ import annotations
 
 import math
+import platform
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -34,6 +39,11 @@ LONG_CALL_SECONDS = 0.005  # one CPU-bound call this long is worth a worker proc
 MAX_WAITING_CALLS = 256  # threads (or coroutines) "auto" keeps in flight for waiting work
 PROCESS_START_SECONDS = 0.1  # starting a pool of worker processes, for estimates only
 SHIP_SECONDS_PER_CALL = 2e-6
+# A call during which the process's other threads use at least half as much CPU as its own
+# thread runs native threads of its own (a BLAS product): when those keep most of the usable
+# CPUs busy, splitting the calls across workers only oversubscribes the CPUs.
+NATIVE_MIN_SHARE = 0.5
+NATIVE_CPUS_SHARE = 0.6
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,7 @@ class Decision:
     backend: str
     width: int  # calls the backend should have in flight at once
     reason: str
+    waiting: bool = False  # mostly waiting: how many run at once should follow the other side
 
 
 def run_delay(native_id: int | None = None) -> float:
@@ -67,6 +78,50 @@ def cpu_fraction(cpu: float, wall: float, delay: float = 0.0) -> float:
     return min(1.0, cpu / runnable) if runnable > 0 else 1.0
 
 
+def native_share(others_cpu: float, own_cpu: float, wall: float) -> float:
+    """CPU seconds other threads of the process used per CPU second of the call's own thread
+    (counted as at least half its wall time, so that a few microseconds of CPU in a call that
+    mostly waits do not make the process's background look like helpers).
+
+    Comparing against the call's CPU time rather than only its wall time keeps the ratio when
+    the machine is busy: a starved BLAS call gets less of every CPU, its helpers too.
+    """
+    own = max(own_cpu, wall / 2)
+    return max(0.0, others_cpu) / own if own > 0 else 0.0
+
+
+def native_threads(share: float, cpus: int) -> bool:
+    """Whether calls whose helper threads use ``share`` times their own CPU time run native
+    threads on most of the ``cpus`` this process may use (splitting them oversubscribes)."""
+    return cpus > 1 and share >= max(NATIVE_MIN_SHARE, NATIVE_CPUS_SHARE * cpus - 1)
+
+
+# Linux system calls that wait for a clock and nothing else, by machine.
+_SLEEP_CALLS = {"x86_64": {35, 230}, "aarch64": {101, 115}}  # nanosleep, clock_nanosleep
+_SELECT_CALLS = {"x86_64": {23, 270}, "aarch64": {72}}  # select, pselect6: with no descriptors
+
+
+def waiting_on_a_clock(native_id: int) -> bool | None:
+    """Whether thread ``native_id`` of this process is asleep on a timer right now
+    (``time.sleep``), None when the kernel does not say (or it is not in a system call).
+
+    A call that waits on a clock has no other side that too many calls at once could
+    overwhelm; one that waits on a socket or a file might.
+    """
+    machine = platform.machine()
+    try:
+        with open(f"/proc/self/task/{native_id}/syscall", "rb") as stat:
+            fields = stat.read().split()
+        number = int(fields[0])
+    except (OSError, ValueError, IndexError):  # not Linux, "running", or the thread is gone
+        return None
+    if number in _SLEEP_CALLS.get(machine, ()):
+        return True
+    if number in _SELECT_CALLS.get(machine, ()):
+        return len(fields) > 1 and int(fields[1], 16) == 0
+    return False if machine in _SLEEP_CALLS else None
+
+
 def gil_enabled() -> bool:
     """Whether this interpreter runs with a GIL (always, before Python 3.13)."""
     probe = getattr(sys, "_is_gil_enabled", None)
@@ -75,12 +130,15 @@ def gil_enabled() -> bool:
 
 def classify(seconds_per_call: float, cpu_fraction: float, *, coroutine: bool = False,
              seen_seconds: float = math.inf, startup: float = PROCESS_START_SECONDS,
-             workers: int | None = None, gil: bool | None = None) -> Decision:
+             workers: int | None = None, gil: bool | None = None, native: float = 0.0,
+             max_waiting: int = MAX_WAITING_CALLS) -> Decision:
     """The backend for calls measured at ``seconds_per_call`` using ``cpu_fraction`` CPU.
 
     ``seen_seconds`` is the time all calls measured so far took, and ``startup`` what starting
     worker processes would cost now (0 when they already run): short CPU-bound calls stay in
-    the caller until their total outweighs it.
+    the caller until their total outweighs it. ``native`` is the CPU time other threads of
+    the process used per CPU second of a call (see :func:`native_share`).
+    ``max_waiting`` caps how many waiting calls run at once.
     """
     workers = workers or usable_cpus()
     gil = gil_enabled() if gil is None else gil
@@ -90,10 +148,15 @@ def classify(seconds_per_call: float, cpu_fraction: float, *, coroutine: bool = 
     if seconds_per_call < INLINE_BELOW_SECONDS:
         return Decision("inline", 1, f"{measured}: cheaper than shipping the call anywhere "
                         f"(under {_duration(INLINE_BELOW_SECONDS)}), so it runs in the caller")
+    if native_threads(native, usable_cpus()):
+        return Decision("inline", 1, f"{measured}, and {native:.1f}x that on other threads: "
+                        "native code (BLAS, say) runs threads of its own on the CPUs, so calls "
+                        "run one at a time in the caller; splitting them would oversubscribe "
+                        "the CPUs")
     if cpu_fraction < WAITING_BELOW_CPU_FRACTION:
-        width = _waiting_width(cpu_fraction, workers)
+        width = min(max_waiting, _waiting_width(cpu_fraction, workers))
         return Decision("threads", width, f"{measured}: mostly waiting, so up to {width} "
-                        "calls wait at once on threads")
+                        "calls wait at once on threads", waiting=True)
     if not gil:
         return Decision("threads", workers, f"{measured}: CPU-bound, and this interpreter has "
                         f"no GIL, so {workers} threads compute in parallel")
@@ -127,6 +190,7 @@ class Advice:
     reason: str
     items: int = 1000
     workers: int = field(default_factory=usable_cpus)
+    native_share: float = 0.0  # CPU time of other threads per CPU second of a call
 
     @property
     def estimates(self) -> dict[str, float]:
@@ -135,13 +199,17 @@ class Advice:
 
     def for_items(self, items: int) -> Advice:
         """The same measurements, with estimates and a recommendation for ``items`` calls."""
-        decision = _decide(self.seconds_per_call, self.cpu_fraction, self.coroutine, items)
+        decision = _decide(self.seconds_per_call, self.cpu_fraction, self.coroutine, items,
+                           self.native_share)
         return replace(self, items=items, recommendation=decision.backend,
                        reason=decision.reason)
 
     def __str__(self) -> str:
+        native = (f" and {self.native_share:.1f}x that on native threads"
+                  if native_threads(self.native_share, self.workers) else "")
         lines = [f"{self.function}: {_duration(self.seconds_per_call)} a call, "
-                 f"{self.cpu_fraction:.0%} on the CPU ({self.calls_measured} calls measured)",
+                 f"{self.cpu_fraction:.0%} on the CPU{native} "
+                 f"({self.calls_measured} calls measured)",
                  f"estimated time for {self.items} calls on {self.workers} CPUs:"]
         for name, seconds in sorted(self.estimates.items(), key=lambda kv: kv[1]):
             mark = "  <- recommended" if name == self.recommendation else ""
@@ -157,31 +225,37 @@ def advise(fn: Any, /, *args: Any, **kwargs: Any) -> Advice:
     arguments that are safe to repeat. Use :meth:`Advice.for_items` for another item count.
     """
     coroutine = is_coroutine_function(fn)
-    calls, wall, cpu, delay = _measure(fn, args, kwargs, coroutine)
+    calls, wall, cpu, delay, process_cpu = _measure(fn, args, kwargs, coroutine)
     per_call, fraction = wall / calls, cpu_fraction(cpu, wall, delay)
-    decision = _decide(per_call, fraction, coroutine, Advice.items)
+    share = native_share(process_cpu - cpu, cpu, wall)
+    decision = _decide(per_call, fraction, coroutine, Advice.items, share)
     name = function_name(fn)
-    return Advice(name, calls, per_call, fraction, coroutine, decision.backend, decision.reason)
+    return Advice(name, calls, per_call, fraction, coroutine, decision.backend, decision.reason,
+                  native_share=share)
 
 
-def _decide(per_call: float, fraction: float, coroutine: bool, items: int) -> Decision:
+def _decide(per_call: float, fraction: float, coroutine: bool, items: int,
+            native: float) -> Decision:
     # What "auto" would do once it has seen all ``items`` calls: short CPU-bound work that adds
     # up to less than starting worker processes stays in the caller.
-    return classify(per_call, fraction, coroutine=coroutine, seen_seconds=items * per_call)
+    return classify(per_call, fraction, coroutine=coroutine, seen_seconds=items * per_call,
+                    native=native)
 
 
 def _measure(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], coroutine: bool
-             ) -> tuple[int, float, float, float]:
-    """(calls, wall, CPU and CPU-wait seconds): up to 5 calls, stopping after half a second."""
-    calls, wall, cpu = 0, 0.0, 0.0
+             ) -> tuple[int, float, float, float, float]:
+    """(calls, wall, CPU, CPU-wait and whole-process CPU seconds): up to 5 calls, stopping
+    after half a second."""
+    calls, wall, cpu, process_cpu = 0, 0.0, 0.0, 0.0
     delay0 = run_delay()
     while calls < 5 and (calls == 0 or wall < 0.5):
-        cpu0, wall0 = time.thread_time(), time.perf_counter()
+        cpu0, process0, wall0 = time.thread_time(), time.process_time(), time.perf_counter()
         _call(fn, args, kwargs, coroutine)
         wall += time.perf_counter() - wall0
         cpu += time.thread_time() - cpu0
+        process_cpu += time.process_time() - process0
         calls += 1
-    return calls, wall, cpu, run_delay() - delay0
+    return calls, wall, cpu, run_delay() - delay0, process_cpu
 
 
 def _call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], coroutine: bool) -> None:
@@ -198,10 +272,14 @@ def _estimates(advice: Advice) -> dict[str, float]:
     compute, wait = n * t * f, n * t * (1 - f)
     parallel = compute if gil_enabled() else compute / min(n, cpus)
     threads = parallel + wait / min(n, MAX_WAITING_CALLS)
+    # Calls that already keep several CPUs busy gain at most the CPUs they leave idle.
+    spread = max(1.0, min(n, cpus) / (1.0 + advice.native_share))
+    if native_threads(advice.native_share, cpus):
+        threads = n * t  # the native threads of every call share the same CPUs
     estimates = {
         "inline": n * t,
         "threads": threads,
-        "processes": PROCESS_START_SECONDS + (n * t) / min(n, cpus) + n * SHIP_SECONDS_PER_CALL,
+        "processes": PROCESS_START_SECONDS + (n * t) / spread + n * SHIP_SECONDS_PER_CALL,
     }
     if advice.coroutine:
         estimates["asyncio"] = compute + wait / min(n, DEFAULT_CONCURRENCY)

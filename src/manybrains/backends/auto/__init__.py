@@ -1,0 +1,220 @@
+"""The ``"auto"`` backend: measure each function, then run it where it fits.
+
+The default of ``manybrains.map``/``imap``/``submit``. It owns the other backends (started on
+first use) and routes every task by its function, following
+:func:`manybrains.advisor.classify`::
+
+    submit(task)
+      coroutine function ---------------------------------------------> asyncio
+      function seen before -> its decision ---------------------------> threads | processes
+                                                                        | inline
+      new function -> probe: run this task on a thread and watch it:
+           finished within 5 ms, or still running after 5 ms with its
+           CPU clock read from outside (time.pthread_getcpuclockid)
+           -> decision; this task stays on its thread, the next ones follow
+      waiting work (threads) -> its gate: at most its concurrency limit at once
+
+Every later call run on a thread or in the caller is measured again (its thread's CPU time
+against wall time; the whole process's CPU time too where the call runs alone, which tells
+native code running its own threads, such as BLAS, from plain Python), calls in worker
+processes by their run time, so the choice can change as the measurements settle;
+``statistics()["choices"]`` says what was chosen and why. The decision sets ``capacity``,
+which widens the pool's window: hundreds of waiting calls queued at their gate, two chunks per
+process for computation, one chunk at a time inline.
+
+Waiting calls do not all start at once: each function's gate (:mod:`.gate`) admits as many as
+its limit (:mod:`.limit`), which grows while calls succeed and latency holds and shrinks when
+latency climbs or calls fail with overload errors (those calls run again). The pool's
+``concurrency`` caps it (256 by default).
+
+A task with a timeout never runs inline: a call in the caller cannot be interrupted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import weakref
+from collections import OrderedDict
+from concurrent.futures import Future
+from typing import Any
+
+from ..._errors import SerializationError, check_open
+from ..._task import AsyncCall, Task, unpickled, unwrap
+from ...advisor import MAX_WAITING_CALLS, PROCESS_START_SECONDS, Decision
+from .. import get_backend
+from .._base import Backend, PoolOptions
+from .gate import Gate
+from .profile import PROBE_SECONDS, Profile, measured
+
+__all__ = ["PROBE_SECONDS", "AutoBackend", "backend_class"]
+
+_REMEMBERED = 256  # functions whose measurements are kept
+
+# ---- the backend ------------------------------------------------------------------------
+
+
+class AutoBackend(Backend):
+    """Routes each function to the backend its measured calls call for."""
+
+    name = "auto"
+    pickles_tasks = True  # the pool pickles once; local backends get the function back
+
+    def start(self, options: PoolOptions) -> None:
+        self._options = options
+        self.capacity = 1  # until a function is measured: probe one chunk at a time
+        self._lock = threading.Lock()
+        self._engines: dict[str, Backend] = {}
+        self._profiles: OrderedDict[object, Profile] = OrderedDict()
+        self._gates: weakref.WeakSet[Gate] = weakref.WeakSet()  # busy ones outlive profiles
+        self._max_waiting = options.concurrency or MAX_WAITING_CALLS
+        self._closed = False
+
+    def submit(self, task: Task, *, timeout: float | None = None, retries: int = 0
+               ) -> Future[Any]:
+        profile = self._profile(task)
+        if profile.decision is None and profile.start_probe():
+            return self._probe(profile, task, timeout, retries)
+        decision = profile.wait_for_decision()
+        self.capacity = decision.width
+        return self._route(profile, decision, task, timeout, retries)
+
+    def cancel(self, future: Future[Any]) -> bool:
+        engine: Backend | None = getattr(future, "engine", None)
+        return engine.cancel(future) if engine is not None else False
+
+    def shutdown(self, *, wait: bool = True, cancel_futures: bool = False, kill: bool = False
+                 ) -> None:
+        with self._lock:
+            self._closed = True
+            engines = dict(self._engines)
+            gates = list(self._gates)
+        if cancel_futures or kill:
+            for gate in gates:
+                gate.cancel_queued()
+        threads = engines.pop("threads", None)
+        for engine in engines.values():
+            engine.shutdown(wait=wait, cancel_futures=cancel_futures, kill=kill)
+        if threads is None:
+            return
+        if wait or kill:
+            for gate in gates:
+                gate.drain()  # its queued calls still run: they were accepted before
+            threads.shutdown(wait=wait, cancel_futures=cancel_futures, kill=kill)
+            return
+        _after_all(gates, lambda: threads.shutdown(wait=False, cancel_futures=cancel_futures))
+
+    def statistics(self) -> dict[str, Any]:
+        with self._lock:
+            engines = dict(self._engines)
+            profiles = list(self._profiles.values())
+        per_engine = {name: engine.statistics() for name, engine in engines.items()}
+        totals = {key: sum(int(stats.get(key, 0)) for stats in per_engine.values())
+                  for key in ("submitted", "done", "failed", "retried", "in_flight")}
+        workers = [{"backend": name, **row} for name, stats in per_engine.items()
+                   for row in stats.get("workers", [])]
+        return {**totals, "workers": workers, "choices": [p.explain() for p in profiles],
+                "engines": per_engine}
+
+    # ---- routing --------------------------------------------------------------------------
+
+    def _profile(self, task: Task) -> Profile:
+        fn = unwrap(task.fn)
+        key = getattr(fn, "__code__", fn)  # a lambda re-created in a loop is the same work
+        with self._lock:
+            check_open(self._closed)
+            profile = self._profiles.get(key)
+            if profile is None:
+                profile = self._profiles[key] = Profile(fn, self._options.workers,
+                                                        self._process_startup,
+                                                        self._max_waiting)
+                if len(self._profiles) > _REMEMBERED:
+                    self._profiles.popitem(last=False)
+            if isinstance(unpickled(task.fn), AsyncCall):
+                profile.decide_coroutine()
+            return profile
+
+    def _route(self, profile: Profile, decision: Decision, task: Task, timeout: float | None,
+               retries: int) -> Future[Any]:
+        name = decision.backend
+        if name == "inline" and timeout is not None:
+            name = "threads"  # only a thread can be abandoned at its deadline
+        engine = self._engine(name)
+        if name == "processes":
+            try:
+                future = engine.submit(task, timeout=timeout, retries=retries)
+            except SerializationError as exc:  # it ran here, so a thread can run it too
+                return self._route(profile, profile.cannot_pickle(exc), task, timeout, retries)
+            future.add_done_callback(profile.record_remote)
+        elif name == "asyncio":
+            future = engine.submit(task, timeout=timeout, retries=retries)
+        elif name == "threads" and decision.waiting:
+            return self._gate(profile).submit(task, timeout, retries)
+        else:
+            future = engine.submit(measured(task, profile, precise=profile.sample(),
+                                            alone=name == "inline"),
+                                   timeout=timeout, retries=retries)
+        future.engine = engine  # type: ignore[attr-defined]
+        return future
+
+    def _gate(self, profile: Profile) -> Gate:
+        threads = self._engine("threads")
+
+        def run(task: Task, timeout: float | None, retries: int) -> Future[Any]:
+            # Queued calls keep running after shutdown(wait=False): the engine outlives them.
+            future = threads.submit(measured(task, profile, precise=profile.sample()),
+                                    timeout=timeout, retries=retries)
+            future.engine = threads  # type: ignore[attr-defined]
+            return future
+
+        gate = profile.gate_for(run)
+        with self._lock:
+            self._gates.add(gate)
+        return gate
+
+    def _probe(self, profile: Profile, task: Task, timeout: float | None, retries: int
+               ) -> Future[Any]:
+        engine = self._engine("threads")
+        try:
+            future = engine.submit(measured(task, profile, probe=True, precise=True),
+                                   timeout=timeout, retries=retries)
+        except BaseException:
+            profile.abandon_probe()
+            raise
+        future.engine = engine  # type: ignore[attr-defined]
+        self.capacity = profile.watch_probe().width
+        return future
+
+    def _process_startup(self) -> float:
+        return 0.0 if "processes" in self._engines else PROCESS_START_SECONDS
+
+    def _engine(self, name: str) -> Backend:
+        with self._lock:
+            check_open(self._closed)
+            engine = self._engines.get(name)
+            if engine is None:
+                engine = self._engines[name] = get_backend(name)()
+                workers = self._max_waiting if name == "threads" else self._options.workers
+                engine.start(dataclasses.replace(self._options, workers=workers))
+            return engine
+
+
+def _after_all(gates: list[Gate], then: Any) -> None:
+    """Call ``then()`` once every gate in ``gates`` is idle."""
+    remaining = [len(gates)]
+    lock = threading.Lock()
+
+    def one_idle() -> None:
+        with lock:
+            remaining[0] -= 1
+            last = remaining[0] == 0
+        if last:
+            then()
+
+    if not gates:
+        then()
+    for gate in gates:
+        gate.when_idle(one_idle)
+
+
+backend_class = AutoBackend

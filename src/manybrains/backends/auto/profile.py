@@ -1,0 +1,324 @@
+"""What ``"auto"`` knows about one function: its measured calls and the current decision.
+
+A call run on a thread or in the caller measures its wall time; one in ``_SAMPLE_EVERY`` (and
+the probe) also its thread's CPU time, how long the thread waited for a CPU, and the whole
+process's CPU time. The thread's CPU time against wall time tells computing from waiting; the
+process's CPU time against wall time tells a call that runs native threads of its own (a BLAS
+product keeps every core busy while its Python thread holds one). Calls in worker processes
+report their run time only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from ..._errors import SerializationError
+from ..._task import ChunkOutcome, Task, function_name, run_task, unpickled
+from ...advisor import (
+    LONG_CALL_SECONDS,
+    NATIVE_MIN_SHARE,
+    WAITING_BELOW_CPU_FRACTION,
+    Decision,
+    classify,
+    cpu_fraction,
+    native_share,
+    run_delay,
+    waiting_on_a_clock,
+)
+from .gate import Gate, Run
+from .limit import ConcurrencyLimit
+
+PROBE_SECONDS = LONG_CALL_SECONDS  # a new function's first call is watched this long
+# ... and one that computes (or runs native threads) until it ends, up to this long: a whole
+# call tells a BLAS call's start-up from its steady state, and costs no more than that call.
+PROBE_COMPUTING_SECONDS = 0.05
+PROBE_START_SECONDS = 1.0  # waiting for the probe's thread to start (a busy machine)
+_SAMPLE_EVERY = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class _ProbeClock:
+    """The probe's thread and its clocks when the call began."""
+
+    ident: int
+    native_id: int
+    cpu: float
+    delay: float
+    process_cpu: float
+    wall: float
+
+
+@dataclasses.dataclass(frozen=True)
+class _Reading:
+    """What a probe still running did so far."""
+
+    wall: float
+    fraction: float  # of its runnable time on the CPU
+    native: float  # CPU of other threads per CPU second of its own
+    native_id: int
+
+    def waits(self) -> bool:
+        """Mostly waiting, with no native threads computing for it."""
+        return self.fraction < WAITING_BELOW_CPU_FRACTION and self.native < NATIVE_MIN_SHARE
+
+
+class Profile:
+    """What is known about one function: its measured calls and the current decision."""
+
+    def __init__(self, fn: Any, workers: int, startup: Callable[[], float],
+                 max_waiting: int) -> None:
+        self.name = function_name(fn)
+        self.workers = workers
+        self.max_waiting = max_waiting  # the pool's cap on waiting calls at once
+        self._startup = startup  # what starting worker processes would cost now
+        self.decision: Decision | None = None
+        self.history: list[str] = []
+        self.calls = 0
+        self.seconds = 0.0
+        # Decisions follow the calls since the last review (the latest half of all calls), so
+        # one odd first call stops counting once enough normal ones have been measured.
+        self._recent = _Sums()
+        self.per_call: float | None = None  # as of the last review
+        self.cpu_fraction: float | None = None  # None: only measured in worker processes
+        self.native = 0.0  # CPU of the process's other threads per CPU second of a call
+        self.on_a_clock: bool | None = None  # the probe slept on a timer (None: not seen)
+        self.gate: Gate | None = None  # made once its calls turn out to wait
+        self._lock = threading.Lock()
+        self._decided = threading.Event()
+        self._probing = False
+        self._probe_started = threading.Event()
+        self._probe_clock: _ProbeClock | None = None
+        self._next_review = 1
+        self._sampled = 0
+        self._unpicklable: str | None = None  # why worker processes cannot run it
+
+    # -- deciding ----------------------------------------------------------------------------
+
+    def decide_coroutine(self) -> None:
+        if self.decision is None or self.decision.backend != "asyncio":
+            self._set(self._classify(0.0, 0.0, coroutine=True))
+
+    def start_probe(self) -> bool:
+        """True for the one caller that gets to probe this function."""
+        with self._lock:
+            if self._probing or self.decision is not None:
+                return False
+            self._probing = True
+            return True
+
+    def abandon_probe(self) -> None:
+        with self._lock:
+            self._probing = False
+
+    def watch_probe(self) -> Decision:
+        """Wait until the probe finished or ran ``PROBE_SECONDS``; decide from what it did."""
+        caller0 = time.thread_time()  # this thread's CPU is no native helper's
+        self._probe_started.wait(PROBE_START_SECONDS)
+        if not self._decided.wait(PROBE_SECONDS):
+            reading = self._read_running_probe(time.thread_time() - caller0)
+            if reading is None or not reading.waits():
+                self._decided.wait(PROBE_COMPUTING_SECONDS - PROBE_SECONDS)
+        with self._lock:
+            if self.decision is None:
+                reading = self._read_running_probe(time.thread_time() - caller0)
+                self._set(self._classify_reading(reading))
+            assert self.decision is not None
+            return self.decision
+
+    def wait_for_decision(self) -> Decision:
+        """The decision, once the probe that another caller started has made it."""
+        if not self._decided.wait(PROBE_START_SECONDS + PROBE_SECONDS):
+            with self._lock:
+                if self.decision is None:  # the probe never started: assume waiting work
+                    self._set(self._classify(PROBE_SECONDS, 0.0))
+        assert self.decision is not None
+        return self.decision
+
+    def gate_for(self, run: Run) -> Gate:
+        """The gate that holds this function's waiting calls to its concurrency limit."""
+        with self._lock:
+            if self.gate is None:
+                self.gate = Gate(ConcurrencyLimit(self.max_waiting,
+                                                  unbounded_wait=bool(self.on_a_clock)), run)
+            return self.gate
+
+    def _read_running_probe(self, caller_cpu: float) -> _Reading | None:
+        """The probe's clocks so far, read from outside its thread (None: it never began)."""
+        clock = self._probe_clock
+        if clock is None:
+            return None
+        wall = time.perf_counter() - clock.wall
+        delay = run_delay(clock.native_id) - clock.delay
+        process_cpu = time.process_time() - clock.process_cpu
+        try:
+            cpu = time.clock_gettime(time.pthread_getcpuclockid(clock.ident)) - clock.cpu
+        except (AttributeError, OSError):  # no per-thread CPU clock here: assume it computes
+            cpu = process_cpu = wall
+        return _Reading(wall, cpu_fraction(cpu, wall, delay),
+                        native_share(process_cpu - cpu - caller_cpu, cpu, wall),
+                        clock.native_id)
+
+    def _classify_reading(self, reading: _Reading | None) -> Decision:
+        if reading is None:
+            return self._classify(PROBE_SECONDS, 0.0)
+        if reading.waits():
+            self.on_a_clock = waiting_on_a_clock(reading.native_id)  # waiting: on what?
+        self.native = reading.native
+        wall = max(reading.wall, PROBE_SECONDS)  # the probe ran at least this long, and goes on
+        return self._classify(wall, reading.fraction, seen=wall)
+
+    def _set(self, decision: Decision) -> None:
+        if self.decision is not None and decision.backend != self.decision.backend:
+            self.history.append(f"was {self.decision.backend} until {self.calls} calls")
+        self.decision = decision
+        self._decided.set()
+
+    # -- measuring ---------------------------------------------------------------------------
+
+    def sample(self) -> bool:
+        """Whether the next task measures its CPU time (one in ``_SAMPLE_EVERY``: reading
+        how long a thread waited for a CPU costs two reads of /proc)."""
+        self._sampled += 1
+        return self._sampled % _SAMPLE_EVERY == 1
+
+    def probe_began(self, cpu0: float, delay0: float, process0: float, wall0: float) -> None:
+        self._probe_clock = _ProbeClock(threading.get_ident(), threading.get_native_id(), cpu0,
+                                        delay0, process0, wall0)
+        self._probe_started.set()
+
+    def record(self, calls: int, seconds: float, cpu: float | None, delay: float = 0.0,
+               process_cpu: float | None = None) -> None:
+        """``calls`` calls took ``seconds``, ``cpu`` of them on the CPU (None: not measured),
+        ``delay`` waiting for a CPU, while the whole process used ``process_cpu``."""
+        with self._lock:
+            self.calls += calls
+            self.seconds += seconds
+            self._recent.add(calls, seconds, cpu, delay, process_cpu)
+            if self.calls >= self._next_review or self.decision is None:
+                self._next_review = 2 * self.calls  # review at 1, 2, 4, 8... calls
+                self._review()
+
+    def record_remote(self, future: Future[Any]) -> None:
+        """A chunk finished in a worker process: its run time is known, its CPU time not."""
+        if future.cancelled() or future.exception() is not None:
+            return
+        outcome = future.result()
+        if isinstance(outcome, ChunkOutcome):
+            calls = len(outcome.values) + (outcome.error is not None)
+            self.record(calls, outcome.elapsed, None)
+
+    def _review(self) -> None:
+        recent, self._recent = self._recent, _Sums()
+        if (self.decision is not None and self.decision.backend == "asyncio") or not recent.calls:
+            return
+        self.per_call = recent.seconds / recent.calls
+        if recent.cpu_wall > 0:
+            self.cpu_fraction = cpu_fraction(recent.cpu, recent.cpu_wall)
+        if recent.own_wall > 0:
+            self.native = native_share(recent.others_cpu, recent.own_cpu, recent.own_wall)
+        fraction = 1.0 if self.cpu_fraction is None else self.cpu_fraction
+        self._set(self._classify(self.per_call, fraction, seen=self.seconds))
+
+    def cannot_pickle(self, error: SerializationError) -> Decision:
+        """Its tasks cannot travel to worker processes: run them on threads from now on."""
+        with self._lock:
+            self._unpicklable = str(error)
+            self._set(self._classify(self.per_call or PROBE_SECONDS, 1.0, seen=self.seconds))
+            assert self.decision is not None
+            return self.decision
+
+    def _classify(self, per_call: float, fraction: float, *, seen: float = 0.0,
+                  coroutine: bool = False) -> Decision:
+        decision = classify(per_call, fraction, coroutine=coroutine, seen_seconds=seen,
+                            startup=self._startup(), workers=self.workers,
+                            native=self.native, max_waiting=self.max_waiting)
+        if decision.backend != "processes" or self._unpicklable is None:
+            return decision
+        return Decision("threads", self.workers, f"{decision.reason}; but its tasks cannot be "
+                        f"pickled for worker processes ({self._unpicklable}), so threads run "
+                        "them, one at a time under the GIL")
+
+    def explain(self) -> dict[str, Any]:
+        """The decision and the numbers behind it, for statistics."""
+        with self._lock:
+            decision = self.decision
+            gate = self.gate
+            explained: dict[str, Any] = {
+                "function": self.name, "backend": decision.backend if decision else None,
+                "why": decision.reason if decision else "being measured",
+                "calls_measured": self.calls, "seconds_per_call": self.per_call,
+                "cpu_fraction": self.cpu_fraction, "native_share": self.native,
+                "history": list(self.history)}
+        if gate is not None:
+            explained["concurrency"] = gate.describe()
+        return explained
+
+
+class _Sums:
+    """Calls and their seconds; CPU seconds against runnable seconds, where measured."""
+
+    __slots__ = ("calls", "cpu", "cpu_wall", "others_cpu", "own_cpu", "own_wall", "seconds")
+
+    def __init__(self) -> None:
+        self.calls, self.seconds, self.cpu, self.cpu_wall = 0, 0.0, 0.0, 0.0
+        # where the whole process's CPU time was read
+        self.others_cpu, self.own_cpu, self.own_wall = 0.0, 0.0, 0.0
+
+    def add(self, calls: int, seconds: float, cpu: float | None, delay: float,
+            process_cpu: float | None) -> None:
+        self.calls += calls
+        self.seconds += seconds
+        if cpu is not None:
+            self.cpu += cpu
+            self.cpu_wall += seconds - delay  # the time it could have run
+        if process_cpu is not None and cpu is not None:
+            self.others_cpu += process_cpu - cpu
+            self.own_cpu += cpu
+            self.own_wall += seconds
+
+
+def measured(task: Task, profile: Profile, *, probe: bool = False, precise: bool,
+             alone: bool = False) -> Task:
+    """``task`` as a call that measures its own wall and CPU time into ``profile``.
+
+    Every task measures its wall time; a ``precise`` one also its CPU time and how long its
+    thread waited for a CPU; one that runs ``alone`` (the probe, a call in the caller) also
+    the whole process's CPU time, which other calls running beside it would blur.
+    """
+    inner = dataclasses.replace(task, fn=unpickled(task.fn))
+    return Task(_Measure(inner, profile, probe, precise, alone or probe))
+
+
+class _Measure:
+    """Runs a task and records how long it took and how much of that was CPU time."""
+
+    def __init__(self, inner: Task, profile: Profile, probe: bool, precise: bool, alone: bool
+                 ) -> None:
+        self.inner, self.profile, self.probe, self.precise = inner, profile, probe, precise
+        self.alone = alone
+        self.__qualname__ = profile.name
+
+    def __call__(self) -> Any:
+        if not self.precise:
+            wall0 = time.perf_counter()
+            try:
+                return run_task(self.inner)
+            finally:
+                self.profile.record(self.inner.size, time.perf_counter() - wall0, None)
+        delay0, process0 = run_delay(), time.process_time()
+        cpu0, wall0 = time.thread_time(), time.perf_counter()
+        if self.probe:
+            self.profile.probe_began(cpu0, delay0, process0, wall0)
+        try:
+            return run_task(self.inner)
+        finally:
+            wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
+            # A probe still running when the decision came had company from then on.
+            alone = self.alone and not (self.probe and self.profile.decision is not None)
+            process_cpu = time.process_time() - process0 if alone else None
+            self.profile.record(self.inner.size, wall, cpu, run_delay() - delay0, process_cpu)
