@@ -135,8 +135,7 @@ def _libraries_loaded() -> bool:
 
 def _check(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= 1 (or None for the default), "
-                        f"got {type(value).__name__}")
+        raise TypeError(f"{name} must be an int >= 1, got {type(value).__name__}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return value
