@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
+import signal
+import threading
+import time
 
 import pytest
 from tasks import fail_on, sleep_then, square
@@ -131,3 +135,111 @@ def test_snapshot_rate_and_remaining():
     assert snapshot.rate == 25.0
     assert snapshot.remaining == 2.0
     assert ProgressSnapshot(0, 0, None, 0.0).remaining is None
+
+
+# ---- the bar moves while the map runs -----------------------------------------------------
+
+
+class Screen(io.StringIO):
+    """A terminal stand-in that keeps each write: what the bar showed, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+    def counts(self, total: int) -> list[int]:
+        return [int(n) for n in re.findall(rf"(\d+)/{total}\b", "".join(self.writes))]
+
+
+def test_bar_moves_during_the_map_not_only_at_the_end(pool):
+    screen = Screen()
+    # 20 items of 50 ms on two workers: half a second, several of tqdm's 0.1 s refreshes.
+    pool.map(sleep_then, [0.05] * 20, chunksize=1, progress={"file": screen})
+    counts = screen.counts(20)
+    assert counts == sorted(counts) and counts[-1] == 20
+    between = [n for n in counts if 0 < n < 20]
+    assert len(set(between)) >= 2, screen.writes  # drawn at two points at least before the end
+
+
+def test_progress_true_draws_a_moving_tqdm_bar_on_stderr(pool, capsys):
+    results = pool.imap(sleep_then, [0.05] * 20, chunksize=1, progress=True)
+    seen = [next(results) for _ in range(10)]
+    time.sleep(0.15)  # past tqdm's minimum refresh interval
+    next(results)
+    midway = capsys.readouterr().err
+    assert seen == [None] * 10
+    partial = [int(n) for n in re.findall(r"(\d+)/20\b", midway)]
+    assert partial and 0 < max(partial) < 20, midway  # drawn while the map still runs
+    assert list(results) == [None] * 9
+    assert "20/20" in capsys.readouterr().err
+
+
+def test_bar_says_interrupted_when_ctrl_c_ends_the_map(pool):
+    screen = Screen()
+    main = threading.get_ident()
+    # Ctrl-C as the terminal sends it: SIGINT to the main thread, waiting in the map.
+    ctrl_c = threading.Timer(0.3, signal.pthread_kill, (main, signal.SIGINT))
+    ctrl_c.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pool.map(sleep_then, [0.1] * 40, chunksize=1, progress={"file": screen})
+    finally:
+        ctrl_c.join()
+    text = "".join(screen.writes)
+    assert "interrupted" in text.rsplit("\r", 1)[-1], text  # the bar's last state says so
+    assert 0 < screen.counts(40)[-1] < 40
+    assert pool.map(square, range(3)) == [0, 1, 4]
+
+
+def test_bar_without_interrupt_does_not_say_interrupted(pool):
+    screen = Screen()
+    pool.map(square, range(10), progress={"file": screen})
+    assert "interrupted" not in "".join(screen.writes)
+
+
+def _lazy_apis():
+    def imap(pool, items, progress):
+        return pool.imap(sleep_then, items, chunksize=1, progress=progress)
+
+    def istarmap(pool, items, progress):
+        return pool.istarmap(sleep_then, [(d,) for d in items], chunksize=1,
+                             progress=progress)
+
+    def aimap(pool, items, progress):
+        async def main():
+            got = []
+            async for value in pool.aimap(sleep_then, items, chunksize=1, progress=progress):
+                got.append((value, len(progress.snapshots)))
+            return got
+        return iter(asyncio.run(main()))
+
+    return {"imap": imap, "istarmap": istarmap, "aimap": aimap}
+
+
+@pytest.mark.parametrize("api", list(_lazy_apis()))
+def test_lazy_maps_report_progress_as_results_arrive(pool, api):
+    recorder = Recorder()
+    items = [0.03] * 12
+    seen_at_each_result = []
+    for value in _lazy_apis()[api](pool, items, recorder):
+        if api == "aimap":
+            value, seen = value
+            seen_at_each_result.append(seen)
+        else:
+            seen_at_each_result.append(recorder.snapshots[-1].done if recorder.snapshots else 0)
+        assert value is None or isinstance(value, tuple)
+    assert recorder.last.done == 12 and recorder.last.finished
+    # Before the last result was handed over, the progress had already moved.
+    assert any(0 < n < 12 for n in seen_at_each_result[:-1]), seen_at_each_result
+
+
+def test_starmap_reports_progress(pool):
+    recorder = Recorder()
+    assert pool.starmap(sleep_then, [(0.01, i) for i in range(8)], chunksize=1,
+                        progress=recorder) == list(range(8))
+    done = [s.done for s in recorder.snapshots]
+    assert done == sorted(done) and done[-1] == 8 and len(set(done)) >= 8
