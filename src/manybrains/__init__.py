@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ._api import map as map
     from ._api import shutdown_default_pool as shutdown_default_pool
     from ._api import submit as submit
+    from ._async_result import AsyncResult as AsyncResult
     from ._cpus import usable_cpus as usable_cpus
     from ._errors import BackendNotFound as BackendNotFound
     from ._errors import BrokenPool as BrokenPool
@@ -50,6 +51,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "advise": "._api",
     "Advice": ".advisor",
+    "AsyncResult": "._async_result",
     "default_pool": "._api",
     "imap": "._api",
     "map": "._api",

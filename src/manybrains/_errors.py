@@ -7,8 +7,8 @@
     ├── BrokenPool (BrokenProcessPool)  the pool cannot run the task
     │   ├── WorkerCrashed               the worker died while holding the task
     │   └── InitializerFailed           the initializer raised or crashed
-    ├── SerializationError              a task, argument or result could not be (un)pickled
-    └── PoolClosed (RuntimeError)       the pool was used after shutdown
+    ├── SerializationError (PicklingError)  a task, argument or result could not be (un)pickled
+    └── PoolClosed (RuntimeError, ValueError)  the pool was used after shutdown
 
 A task's own exception is never wrapped: it is re-raised with its own type and the worker's
 traceback as its ``__cause__``. Timeouts raise the builtin ``TimeoutError`` and cancellations
@@ -17,6 +17,7 @@ traceback as its ``__cause__``. Timeouts raise the builtin ``TimeoutError`` and 
 
 from __future__ import annotations
 
+import pickle
 import signal
 from concurrent.futures.process import BrokenProcessPool
 
@@ -57,12 +58,57 @@ class InitializerFailed(BrokenPool):
     """The pool's initializer raised or crashed in a worker; the cause is chained."""
 
 
-class SerializationError(ManybrainsError):
-    """A task, one of its arguments or its result could not be pickled or unpickled."""
+class SerializationError(ManybrainsError, pickle.PicklingError):
+    """A task, one of its arguments or its result could not be pickled or unpickled.
+
+    A ``pickle.PicklingError``, so code written for the stdlib pools catches it;
+    :func:`also_as` makes one that is also an instance of the error that caused it.
+    """
 
 
-class PoolClosed(ManybrainsError, RuntimeError):
-    """The pool was used after ``shutdown()``."""
+class PoolClosed(ManybrainsError, RuntimeError, ValueError):
+    """The pool was used after ``shutdown()``.
+
+    A ``RuntimeError`` as ``concurrent.futures`` raises, and a ``ValueError`` as
+    ``multiprocessing.Pool`` raises.
+    """
+
+
+def also_as(error: BaseException, kind: type[BaseException]) -> BaseException:
+    """``error``, as an instance of both its own type and ``kind``, with the same message.
+
+    Code written for the stdlib catches the type the stdlib raises there (the exception a
+    ``__reduce__`` raised, ``multiprocessing``'s ``MaybeEncodingError``); manybrains' own
+    type still says which argument or result failed. Where the two types cannot be combined
+    (conflicting layouts), ``error`` is returned unchanged.
+    """
+    if isinstance(error, kind):
+        return error
+    try:
+        combined = _combined(type(error), kind)
+        copy = combined.__new__(combined, *error.args)
+        BaseException.__init__(copy, *error.args)  # not kind's __init__: its arguments differ
+        copy.__dict__.update(vars(error))
+    except Exception:  # noqa: BLE001 - no common subclass: the error as it is still explains
+        return error
+    copy.__cause__, copy.__context__ = error.__cause__, error.__context__
+    copy.__traceback__ = error.__traceback__
+    return copy
+
+
+_COMBINED: dict[tuple[type[BaseException], type[BaseException]], type[BaseException]] = {}
+
+
+def _combined(own: type[BaseException], kind: type[BaseException]) -> type[BaseException]:
+    combined = _COMBINED.get((own, kind))
+    if combined is None:
+        # The message is ours: kind's __str__ may read attributes its __init__ would set.
+        # Pickled, it travels as its own type alone (the combination exists only here).
+        namespace = {"__str__": BaseException.__str__, "__module__": own.__module__,
+                     "__qualname__": own.__qualname__,
+                     "__reduce__": lambda self: (own, self.args, self.__dict__ or None)}
+        combined = _COMBINED[own, kind] = type(own.__name__, (own, kind), namespace)
+    return combined
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -90,3 +136,17 @@ def check_open(closed: bool, broken: BaseException | None = None) -> None:
         raise rebuild_error(broken)
     if closed:
         raise PoolClosed("cannot submit: the pool has been shut down; create a new one")
+
+
+def as_encoding_error(error: BaseException) -> BaseException:
+    """A result that could not be pickled, as ``multiprocessing``'s ``MaybeEncodingError``
+    too (with its ``exc`` and ``value`` strings), for code written for its ``Pool``."""
+    if not isinstance(error, SerializationError):
+        return error
+    from multiprocessing.pool import MaybeEncodingError  # type: ignore[attr-defined]
+
+    combined = also_as(error, MaybeEncodingError)
+    if combined is not error:
+        combined.exc = repr(error.__cause__ or error)  # type: ignore[attr-defined]
+        combined.value = str(error)  # type: ignore[attr-defined]
+    return combined

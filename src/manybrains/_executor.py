@@ -4,6 +4,11 @@ Same constructor, same ``submit``/``map``/``shutdown`` contract, stdlib futures 
 ``concurrent.futures.wait`` and ``as_completed``. What changes is the engine underneath: a
 worker that dies fails only the task it held (``WorkerCrashed``, a ``BrokenProcessPool``) and
 is replaced, instead of breaking the whole executor; lambdas and closures can be submitted.
+
+Where the stdlib reports a fault through the future, so does this class: an argument that
+cannot be pickled fails its future (``SerializationError``, a ``pickle.PicklingError`` and an
+instance of what the argument's ``__reduce__`` raised) instead of raising from ``submit``
+as :class:`~manybrains.Pool` does.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from concurrent.futures import Executor, Future
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
+from ._async_result import failed
+from ._errors import SerializationError, also_as
 from ._pool import Pool
 from ._serialize import PickledOnce
 from ._task import ChunkOutcome, Task
@@ -39,7 +46,7 @@ class ProcessPoolExecutor(Executor):
         """Schedule ``fn(*args, **kwargs)``; every keyword argument goes to ``fn``."""
         if not callable(fn):
             raise TypeError(f"expected a callable, got {type(fn).__name__}")
-        return self._pool.backend.submit(Task(fn, args, kwargs))
+        return self._submit(Task(fn, args, kwargs))
 
     def map(self, fn: Callable[..., R], *iterables: Iterable[Any], timeout: float | None = None,
             chunksize: int = 1) -> Iterator[R]:
@@ -51,9 +58,16 @@ class ProcessPoolExecutor(Executor):
         deadline = None if timeout is None else time.monotonic() + timeout
         carried = PickledOnce(fn)
         pairs = zip(*iterables, strict=False)
-        futures = [self._pool.backend.submit(Task(carried, items=chunk, star=True))
+        futures = [self._submit(Task(carried, items=chunk, star=True))
                    for chunk in iter(lambda: list(itertools.islice(pairs, chunksize)), [])]
         return _results(futures, deadline)
+
+    def _submit(self, task: Task) -> Future[Any]:
+        try:
+            return self._pool.backend.submit(task)
+        except SerializationError as error:  # the stdlib reports it through the future
+            cause = error.__cause__
+            return failed(error if cause is None else also_as(error, type(cause)))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting tasks; with ``wait``, return once pending tasks are done."""
@@ -62,16 +76,21 @@ class ProcessPoolExecutor(Executor):
 
 def _results(futures: list[Future[ChunkOutcome]], deadline: float | None) -> Iterator[Any]:
     # Like the stdlib: results in order, each waited for within what is left of the deadline;
-    # leaving early cancels what has not started.
+    # leaving early cancels what has not started. Nothing here keeps a result the caller
+    # was given: each is popped off its chunk's list before it is yielded.
     futures.reverse()
     try:
         while futures:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             outcome = futures[-1].result(remaining)
             futures.pop()
-            yield from outcome.values
-            if outcome.error is not None:
-                raise outcome.error
+            values, error = outcome.values, outcome.error
+            del outcome
+            values.reverse()
+            while values:
+                yield values.pop()
+            if error is not None:
+                raise error
     finally:
         for future in futures:
             future.cancel()

@@ -1,7 +1,9 @@
 """``Pool``: the one executor users hold, whatever runs the work behind it.
 
 Everything here is written once over :class:`~manybrains.backends.Backend`: argument checks,
-chunking, ordered and unordered streaming, per-task timeouts and retries.
+chunking, ordered and unordered streaming, per-task timeouts and retries. The
+``multiprocessing.Pool`` methods (``apply_async``, ``map_async``, ``close``, ...) live in
+:mod:`._multiprocessing_api`, over the same internals.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from ._arguments import (
 )
 from ._chunking import ChunkSizer, known_length
 from ._cpus import usable_cpus
+from ._errors import PoolClosed, SerializationError, also_as
+from ._multiprocessing_api import MultiprocessingPoolAPI
 from ._serialize import PickledOnce
 from ._stream import astream, collect, stream, stream_chunks
 from ._task import DEFAULT_CONCURRENCY, AsyncCall, ChunkOutcome, Task, is_coroutine_function
@@ -46,12 +50,18 @@ _WINDOW_PER_WORKER = 2  # chunks in flight per worker: one running, one ready to
 _DEFAULT_CONCURRENCY = {"auto": 256}
 
 
-class Pool:
+class Pool(MultiprocessingPoolAPI):
     """A pool of workers: processes by default, or threads, an event loop, the caller.
 
+    Also a drop-in for ``multiprocessing.Pool``: ``Pool(processes, initializer, initargs,
+    maxtasksperchild, context)`` positionally or by those names, and its methods
+    (``apply``, ``apply_async``, ``map_async``, ``starmap_async``, ``imap_unordered``,
+    ``close``, ``join``; see docs/drop-in.md).
+
     Args:
-        workers: how many workers; default: the CPUs this process may use (for
-            ``"threads"``: ``min(32, CPUs + 4)``, as ``concurrent.futures`` does).
+        workers: how many workers (``processes`` is the same); default: the CPUs this
+            process may use (for ``"threads"``: ``min(32, CPUs + 4)``, as
+            ``concurrent.futures`` does).
         backend: ``"processes"`` (default), ``"threads"``, ``"asyncio"``, ``"inline"`` (in
             the caller, for debugging), ``"auto"`` (measures each function and picks one of
             those; see :mod:`manybrains.backends.auto`) or ``"dask"``.
@@ -59,12 +69,14 @@ class Pool:
             worker process on ``"processes"``, on the loop for ``"asyncio"``; default 100
             (256 on ``"auto"``).
         initializer: called as ``initializer(*initargs)`` once in each worker, before tasks.
-        max_tasks_per_worker: replace a worker after it ran this many calls.
+        max_tasks_per_worker: replace a worker after it ran this many calls
+            (``maxtasksperchild`` is the same).
         max_memory_per_worker: replace a worker whose resident memory passes this many bytes
             after a task.
         inner_threads: BLAS/OpenMP threads (numpy, scipy) in each worker process; default:
             usable CPUs // workers, or what the user's ``OMP_NUM_THREADS``-style variables say.
-        start_method: ``"forkserver"`` (Linux default), ``"spawn"`` or ``"fork"``.
+        start_method: ``"forkserver"`` (Linux default), ``"spawn"`` or ``"fork"``, or a
+            ``multiprocessing`` context (``context`` is the same).
         timeout: default per-task time limit in seconds; the task raises ``TimeoutError``.
             A worker process past it is killed and replaced; a thread cannot be killed, so it
             is abandoned and replaced (see each backend's notes).
@@ -79,15 +91,20 @@ class Pool:
     ``aimap``), and ``async with Pool(...)`` shuts the pool down without blocking the loop.
     """
 
-    def __init__(self, workers: int | None = None, *, backend: str = "processes",
-                 concurrency: int | None = None,
+    def __init__(self, workers: int | None = None,
                  initializer: Callable[..., object] | None = None, initargs: Iterable[Any] = (),
-                 max_tasks_per_worker: int | None = None,
+                 maxtasksperchild: int | None = None, context: BaseContext | None = None, *,
+                 processes: int | None = None, backend: str = "processes",
+                 concurrency: int | None = None, max_tasks_per_worker: int | None = None,
                  max_memory_per_worker: int | None = None, inner_threads: int | None = None,
                  start_method: str | BaseContext | None = None, timeout: float | None = None,
                  retries: int = 0, cancel_running: bool = False,
                  address: str | None = None, client: Any = None,
                  dashboard: bool | str = False, _executor_semantics: bool = False) -> None:
+        workers = _one_of("workers", workers, "processes", processes)
+        max_tasks_per_worker = _one_of("max_tasks_per_worker", max_tasks_per_worker,
+                                       "maxtasksperchild", _check_lifetime(maxtasksperchild))
+        start_method = _one_of("start_method", start_method, "context", context)
         backend_class = get_backend(backend)
         self._workers = (positive_int("workers", workers) if workers is not None
                          else _default_workers(backend))
@@ -135,9 +152,17 @@ class Pool:
         in ``functools.partial`` to give it arguments of those names.
         """
         check_callable(fn)
-        return self._backend.submit(Task(self._runnable(fn), args, kwargs),
-                                    timeout=self._timeout_for(timeout),
-                                    retries=self._retries_for(retries))
+        return self._submit_call(fn, args, kwargs, timeout, retries)
+
+    def _submit_call(self, fn: Callable[..., Any], args: tuple[Any, ...],
+                     kwargs: dict[str, Any], timeout: float | None, retries: int | None
+                     ) -> Future[Any]:
+        task = Task(self._runnable(fn), args, kwargs)
+        timeout, retries = self._timeout_for(timeout), self._retries_for(retries)
+        try:
+            return self._backend.submit(task, timeout=timeout, retries=retries)
+        except SerializationError as error:
+            raise _as_its_cause(error) from error.__cause__
 
     async def asubmit(self, fn: Callable[..., R], /, *args: Any, timeout: float | None = None,
                       retries: int | None = None, **kwargs: Any) -> R:
@@ -156,37 +181,41 @@ class Pool:
 
     # ---- many tasks -----------------------------------------------------------------------
 
-    def map(self, fn: Callable[..., R], *iterables: Iterable[Any], chunksize: ChunkSize = "auto",
+    def map(self, fn: Callable[..., R], *iterables: Any, chunksize: ChunkSize | None = "auto",
             timeout: float | None = None, retries: int | None = None,
             progress: ProgressOption = False) -> list[R]:
         """``[fn(*xs) for xs in zip(*iterables)]``, computed by the workers, in order.
 
+        As in ``multiprocessing``, ``map(fn, items, 8)`` means ``chunksize=8``: after one
+        iterable, an int (or None) is the chunk size, since it cannot be an iterable.
         ``progress=True`` shows a progress bar (a dict: its tqdm options; a callable: gets
         progress snapshots); see :mod:`manybrains.progress`.
         """
-        if not iterables:
-            raise TypeError("map() needs at least one iterable")
+        iterables, chunksize = _split_chunksize(iterables, chunksize)
         items, star = zip_args(iterables)
         return self._collect(fn, items, star=star, chunksize=chunksize, timeout=timeout,
                              retries=retries, progress=progress)
 
-    def starmap(self, fn: Callable[..., R], iterable: Iterable[Iterable[Any]], *,
-                chunksize: ChunkSize = "auto", timeout: float | None = None,
+    def starmap(self, fn: Callable[..., R], iterable: Iterable[Iterable[Any]],
+                chunksize: ChunkSize | None = "auto", *, timeout: float | None = None,
                 retries: int | None = None, progress: ProgressOption = False) -> list[R]:
         """``[fn(*args) for args in iterable]``, computed by the workers, in order."""
-        return self._collect(fn, check_iterable(iterable), star=True, chunksize=chunksize,
-                             timeout=timeout, retries=retries, progress=progress)
+        return self._collect(fn, check_iterable(iterable), star=True,
+                             chunksize=_auto(chunksize), timeout=timeout, retries=retries,
+                             progress=progress)
 
-    def imap(self, fn: Callable[[T], R], iterable: Iterable[T], *, ordered: bool = True,
-             chunksize: ChunkSize = "auto", timeout: float | None = None,
-             retries: int | None = None, progress: ProgressOption = False) -> Iterator[R]:
+    def imap(self, fn: Callable[[T], R], iterable: Iterable[T],
+             chunksize: ChunkSize | None = "auto", *, ordered: bool = True,
+             timeout: float | None = None, retries: int | None = None,
+             progress: ProgressOption = False) -> Iterator[R]:
         """Lazily yield ``fn(x)`` for each ``x``; ``ordered=False`` yields as results come.
 
         The input is read only as fast as results are consumed (a bounded window ahead), so
-        an endless generator is fine.
+        an endless generator is fine. If the input itself raises, the results before that
+        item come first, then its error.
         """
         return self._imap(fn, check_iterable(iterable), star=False, ordered=ordered,
-                          chunksize=chunksize, timeout=timeout, retries=retries,
+                          chunksize=_auto(chunksize), timeout=timeout, retries=retries,
                           progress=progress)
 
     def istarmap(self, fn: Callable[..., R], iterable: Iterable[Iterable[Any]], *,
@@ -260,8 +289,11 @@ class Pool:
 
         def submit_chunk(chunk: Sequence[Any]) -> Future[ChunkOutcome]:
             deadline = None if timeout is None else timeout * len(chunk)
-            return self._backend.submit(Task(carried, items=chunk, star=star),
-                                        timeout=deadline, retries=retries)
+            try:
+                return self._backend.submit(Task(carried, items=chunk, star=star),
+                                            timeout=deadline, retries=retries)
+            except SerializationError as error:
+                raise _as_its_cause(error) from error.__cause__
 
         return sizer, submit_chunk
 
@@ -330,10 +362,17 @@ class Pool:
         return collect_insights(self._backend)
 
     def __enter__(self) -> Pool:
+        self._check_running()
         return self
 
     async def __aenter__(self) -> Pool:
+        self._check_running()
         return self
+
+    def _check_running(self) -> None:
+        if self._is_shut_down:  # as multiprocessing's pool: a closed pool cannot be reused
+            raise PoolClosed("this pool has been shut down and cannot be entered again; "
+                             "create a new one")
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
@@ -362,6 +401,61 @@ class Pool:
 
     def _retries_for(self, retries: int | None) -> int:
         return self._retries if retries is None else check_retries(retries)
+
+
+def _one_of(name: str, value: Any, alias: str, alias_value: Any) -> Any:
+    """The option given under its manybrains name or its ``multiprocessing`` one."""
+    if alias_value is None:
+        return value
+    if value is not None:
+        raise TypeError(f"{name} and {alias} are the same option; give only one")
+    return alias_value
+
+
+def _check_lifetime(maxtasksperchild: object) -> int | None:
+    # multiprocessing raises ValueError for any bad value here, a float or a string too.
+    if maxtasksperchild is None:
+        return None
+    if isinstance(maxtasksperchild, bool) or not isinstance(maxtasksperchild, int) \
+            or maxtasksperchild < 1:
+        raise ValueError(f"maxtasksperchild must be a positive int or None, got "
+                         f"{maxtasksperchild!r}")
+    return maxtasksperchild
+
+
+def _auto(chunksize: ChunkSize | None) -> ChunkSize:
+    return "auto" if chunksize is None else chunksize  # multiprocessing's None: pool's choice
+
+
+def _split_chunksize(iterables: tuple[Any, ...], chunksize: ChunkSize | None
+                     ) -> tuple[tuple[Any, ...], ChunkSize]:
+    """``map(fn, items, 8)`` is multiprocessing's ``chunksize=8``; anything else that is
+    not an iterable is a TypeError that says how to write it."""
+    if not iterables:
+        raise TypeError("map() needs at least one iterable")
+    if len(iterables) == 2 and _is_chunksize(iterables[1]):
+        if chunksize != "auto":
+            raise TypeError("map() got chunksize both positionally (multiprocessing's third "
+                            "argument) and by keyword; give it once")
+        return iterables[:1], _auto(iterables[1])
+    for position, value in enumerate(iterables[1:], 3):
+        if _is_chunksize(value):
+            raise TypeError(
+                f"map() argument {position} is {value!r}, not an iterable: several "
+                "iterables take chunksize by keyword only (map(fn, xs, ys, chunksize=8)); "
+                "a positional chunksize (multiprocessing's form) follows a single iterable")
+    return iterables, _auto(chunksize)
+
+
+def _is_chunksize(value: object) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _as_its_cause(error: SerializationError) -> BaseException:
+    """A pickling failure raised at submit, also as the type its ``__reduce__`` raised, as
+    the stdlib pools report it (``except RuntimeError`` still catches it)."""
+    cause = error.__cause__
+    return error if cause is None else also_as(error, type(cause))
 
 
 def _default_workers(backend: str) -> int:

@@ -19,6 +19,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from ._chunking import ChunkSizer, chunks
+from ._errors import SerializationError, as_encoding_error
 from ._task import ChunkOutcome
 from .progress import NO_PROGRESS, Tracker
 
@@ -48,13 +49,21 @@ class _Flow:
     def fill(self) -> None:
         """Submit chunks until the window is full or the input ends."""
         while not self._exhausted and len(self.inflight) + len(self._buffered) < self._window():
-            chunk = next(self._source, None)
+            try:
+                chunk = next(self._source, None)
+            except Exception as exc:  # noqa: BLE001 - the input's own error, raised in its place
+                self._exhausted = True
+                self._add(_failed_input(exc))
+                return
             if chunk is None:
                 self._exhausted = True
                 return
-            future = self.inflight[self._submitted] = self._submit(chunk)
-            future.add_done_callback(self._notify(self._submitted))
-            self._submitted += 1
+            self._add(self._submit(chunk))
+
+    def _add(self, future: Future[ChunkOutcome]) -> None:
+        self.inflight[self._submitted] = future
+        future.add_done_callback(self._notify(self._submitted))
+        self._submitted += 1
 
     def next_in_order(self) -> ChunkOutcome | None:
         """The next chunk to yield in input order, when it has already finished."""
@@ -65,9 +74,14 @@ class _Flow:
 
     def settle(self, seq: int) -> ChunkOutcome | None:
         """Chunk ``seq`` finished: its outcome to yield now, or None if it must wait its turn."""
-        outcome = self.inflight.pop(seq).result()  # raises what failed the whole chunk
-        self._sizer.record(len(outcome.values) + (outcome.error is not None), outcome.elapsed)
-        self._progress.chunk_done(outcome)  # as chunks finish, not as they are yielded
+        try:
+            outcome = self.inflight.pop(seq).result()  # raises what failed the whole chunk
+        except SerializationError as error:  # a result that could not be pickled back
+            raise as_encoding_error(error) from error.__cause__
+        if not isinstance(outcome, _InputError):  # no call ran: nothing to learn or count
+            self._sizer.record(len(outcome.values) + (outcome.error is not None),
+                               outcome.elapsed)
+            self._progress.chunk_done(outcome)  # as chunks finish, not as they are yielded
         if self._ordered:
             self._buffered[seq] = outcome
             return None
@@ -168,6 +182,18 @@ async def astream(items: Iterable[Any], sizer: ChunkSizer, submit: SubmitChunk, 
         except BaseException:
             abort(flow.pending(), True)
             raise
+
+
+class _InputError(ChunkOutcome):
+    """The input iterable raised while the next chunk was cut from it."""
+
+
+def _failed_input(exc: Exception) -> Future[ChunkOutcome]:
+    # Like the builtin map, and multiprocessing's imap: the results of the items before the
+    # failing one come first, then its error, in its place in the output.
+    future: Future[ChunkOutcome] = Future()
+    future.set_result(_InputError([], exc))
+    return future
 
 
 def _report(put: Callable[[int], None], seq: int, _: object) -> None:
