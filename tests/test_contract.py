@@ -66,6 +66,17 @@ def test_imap_unordered_yields_every_result_once(pool):
     assert sorted(results) == [x * x for x in range(200)]
 
 
+def test_imap_unordered_yields_a_fast_result_before_a_slow_earlier_one(pool, backend):
+    task = async_sleep_then if backend == "asyncio" else sleep_then
+    items = [(0.6, "slow"), (0.0, "a"), (0.0, "b"), (0.0, "c")]
+    got = list(pool.istarmap(task, items, ordered=False, chunksize=1))
+    assert sorted(got) == ["a", "b", "c", "slow"]
+    if backend == INLINE:
+        assert got[0] == "slow"  # each task ran to completion inside submit, in order
+    else:
+        assert got[-1] == "slow", got
+
+
 def test_starmap_and_several_iterables(pool):
     assert pool.starmap(add, [(1, 2), (3, 4)]) == [3, 7]
     assert pool.map(add, [1, 2, 3], [10, 20, 30]) == [11, 22, 33]
@@ -128,6 +139,15 @@ def test_map_timeout_applies_to_each_task(pool):
     with pytest.raises(TimeoutError):
         pool.map(sleep_then, [0.0, 0.6], timeout=0.1)
     assert pool.map(square, [5], timeout=5) == [25]
+
+
+def test_map_timeout_is_per_task_not_for_the_whole_map(pool, backend):
+    # Six 0.2 s tasks two at a time take 0.6 s or more, each well within its 0.45 s.
+    task = async_sleep_then if backend == "asyncio" else sleep_then
+    start = time.monotonic()
+    assert pool.map(task, [0.2] * 6, range(6), chunksize=1, timeout=0.45) == list(range(6))
+    if backend in ("processes", "threads", INLINE):  # auto and asyncio run all six at once
+        assert time.monotonic() - start > 0.45  # the map as a whole outlived the timeout
 
 
 def test_cancel_of_a_finished_task_says_false(pool):
