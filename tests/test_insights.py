@@ -42,6 +42,19 @@ def test_workers_account_for_the_tasks_and_their_pickling(pool):
     assert all(w.busy_s >= 0 and w.idle_s >= 0 for w in workers)
 
 
+def echo(data: bytes) -> bytes:
+    return data
+
+
+def test_pickling_seconds_are_measured_not_zero(pool):
+    # 64 MB in and out of each task: unpickling and pickling take milliseconds.
+    blob = bytes(64 << 20)
+    for _ in range(2):
+        assert len(pool.submit(echo, blob).result(timeout=30)) == len(blob)
+    pickling = sum(w.serialize_s or 0 for w in pool.insights().workers)
+    assert pickling > 0.002, pool.insights()
+
+
 def test_submit_arguments_are_described_keywords_included(pool):
     pool.submit(add, 2, y="x" * 500).exception(timeout=10)  # a TypeError: str + int
     pool.submit(sleep_then, 0.2, "slow").result(timeout=10)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import sys
 import threading
 
 import pytest
 
 import manybrains as mb
+from manybrains import _worker_output
 
 LOGGER = "manybrains_test_app"
 
@@ -84,6 +86,38 @@ def test_workers_ship_only_the_levels_the_parent_keeps(caplog):
     with mb.Pool(1) as pool:
         pool.map(log_and_return_pid, range(2))
     assert sorted(r.getMessage() for r in _from_workers(caplog)) == ["warning 0", "warning 1"]
+
+
+def _enabled_levels(_: object = None) -> list[bool]:
+    log = logging.getLogger(LOGGER)
+    return [log.isEnabledFor(level) for level in (logging.DEBUG, logging.INFO, logging.WARNING)]
+
+
+def test_a_worker_filters_its_records_before_sending_them(caplog, monkeypatch):
+    # The parent would drop an INFO record too: count what crosses the pipe instead.
+    caplog.set_level(logging.WARNING)
+    crossed = []
+    deliver = _worker_output.deliver_log
+
+    def counting(payload):
+        crossed.append(logging.makeLogRecord(pickle.loads(payload)).getMessage())
+        deliver(payload)
+
+    monkeypatch.setattr(_worker_output, "deliver_log", counting)
+    with mb.Pool(1) as pool:
+        pool.map(log_and_return_pid, range(2))
+        assert pool.submit(_enabled_levels).result(timeout=10) == [False, False, True]
+    assert sorted(crossed) == ["warning 0", "warning 1"]
+
+
+def test_a_logger_level_of_the_parent_applies_in_the_worker(caplog):
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger(LOGGER).setLevel(logging.WARNING)
+    try:
+        with mb.Pool(1) as pool:
+            assert pool.submit(_enabled_levels).result(timeout=10) == [False, False, True]
+    finally:
+        logging.getLogger(LOGGER).setLevel(logging.NOTSET)
 
 
 def test_exception_tracebacks_arrive_as_text(info_logs):
