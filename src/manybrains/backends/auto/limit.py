@@ -26,8 +26,10 @@ other waiting call starts at ``INITIAL`` and grows. ``Pool(concurrency=N)`` is t
 from __future__ import annotations
 
 import math
+import statistics
 import threading
 import time
+from collections import deque
 from typing import Any
 
 INITIAL = 4  # a listen backlog of 5 (Python's http.server default) takes a burst this big
@@ -38,6 +40,7 @@ OVERLOAD_CUT = 0.7
 _SMOOTHING = 0.25  # weight of each new latency in the running average
 _LATENCY_MEMORY = 0.9  # how quickly the best latency forgets (per decrease), see _cut
 _OVERLOAD_STATUS = frozenset({429, 503})  # too many requests; service unavailable
+_SETTLED_OVER = 64  # calls: "settled" is the median limit over the latest this many
 
 
 class ConcurrencyLimit:
@@ -55,6 +58,7 @@ class ConcurrencyLimit:
         self._latency: float | None = None  # smoothed: one slow call is no queue
         self._last_cut = 0.0  # when the limit last went down
         self.peak = 0  # most calls seen in flight at once
+        self._history: deque[int] = deque(maxlen=_SETTLED_OVER)  # AIMD saw-tooths: a median
         self.overloads = 0
         self.why = (f"started at {cap} (the cap): its calls sleep on a clock, nothing on the "
                     "other side to overwhelm" if unbounded_wait else
@@ -74,6 +78,7 @@ class ConcurrencyLimit:
         (itself included), finished after ``latency`` seconds; ``overload`` names its overload
         error, if it failed with one."""
         with self._lock:
+            self._history.append(self.limit)
             fresh = started >= self._last_cut  # it began under the current limit
             if overload is not None:
                 self.overloads += 1
@@ -110,8 +115,9 @@ class ConcurrencyLimit:
 
     def describe(self) -> dict[str, Any]:
         with self._lock:
-            return {"limit": self.limit, "cap": self.cap, "peak_in_flight": self.peak,
-                    "overloads": self.overloads, "why": self.why}
+            settled = int(statistics.median(self._history)) if self._history else self.limit
+            return {"limit": self.limit, "settled": settled, "cap": self.cap,
+                    "peak_in_flight": self.peak, "overloads": self.overloads, "why": self.why}
 
 
 def overload_error(error: BaseException | None) -> str | None:
