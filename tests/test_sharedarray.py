@@ -14,6 +14,7 @@ import textwrap
 import pytest
 
 import manybrains as mb
+from manybrains.ipc.segment import unlink
 
 np = pytest.importorskip("numpy")
 
@@ -235,3 +236,95 @@ def test_a_worker_killed_holding_big_arguments_leaks_nothing():
             pool.submit(kill_myself, np.ones(MB)).result(timeout=30)
         assert pool.submit(np.sum, np.ones(MB)).result(timeout=30) == float(MB)
     assert own_segments() == set()
+
+
+# ---- SharedArray.empty, the orphan sweep, the threshold from the environment -------------------
+
+
+def test_empty_is_shared_writable_and_refuses_objects():
+    sa = mb.SharedArray.empty((2, 3), dtype="int16")
+    assert sa.shape == (2, 3) and sa.dtype == np.int16 and sa.nbytes == 12
+    assert os.path.exists(f"/dev/shm/{sa.name}")
+    with mb.Pool(1) as pool:
+        pool.submit(fill_row, sa, 1).result(timeout=30)
+    assert np.asarray(sa)[1].tolist() == [2, 2, 2]
+    with pytest.raises(TypeError, match="Python objects"):
+        mb.SharedArray.empty(3, dtype=object)
+    sa.close()
+    sa.unlink()
+
+
+_ORPHAN_MAKER = textwrap.dedent("""
+    import os, signal, sys
+    from manybrains.ipc.segment import Segment
+
+    segment = Segment.create(4096)
+    print(segment.name, flush=True)
+    if sys.argv[1] == "die":
+        os.kill(os.getpid(), signal.SIGKILL)  # no chance to remove it
+    sys.stdin.read()  # live until told
+""")
+
+
+def _segment_of_a_process(how: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-c", _ORPHAN_MAKER, how], text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    name = proc.stdout.readline().strip()
+    assert name and os.path.exists(f"/dev/shm/{name}")
+    return proc, name
+
+
+def test_a_pool_shutting_down_removes_segments_of_dead_processes_only():
+    dead, orphan = _segment_of_a_process("die")
+    dead.wait(timeout=30)
+    alive, kept = _segment_of_a_process("live")
+    try:
+        with mb.Pool(1) as pool:
+            pool.submit(fill_row, mb.SharedArray.zeros((1, 1)), 0).result(timeout=30)
+        assert not os.path.exists(f"/dev/shm/{orphan}"), "the orphan sweep did not run"
+        assert os.path.exists(f"/dev/shm/{kept}"), "a live process's segment was removed"
+    finally:
+        alive.communicate("", timeout=30)
+        unlink(kept)
+        unlink(orphan)
+
+
+_THRESHOLD_SCRIPT = textwrap.dedent("""
+    import mmap, sys
+    import numpy as np
+    import manybrains as mb
+
+    def shared(array):
+        base = array
+        while isinstance(base, (np.ndarray, memoryview)):
+            base = base.base if isinstance(base, np.ndarray) else base.obj
+        return isinstance(base, mmap.mmap)
+
+    def make(n):
+        return np.ones(n)
+
+    if __name__ == "__main__":
+        with mb.Pool(1, start_method=sys.argv[1]) as pool:
+            argument = pool.submit(shared, np.ones(10_000)).result()       # 80 kB in
+            result = shared(pool.submit(make, 10_000).result())            # 80 kB back
+            big = pool.submit(shared, np.ones(1 << 18)).result()           # 2 MB in
+        from manybrains.ipc.autoshare import array_threshold
+        print(array_threshold(), argument, result, big)
+""")
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("50000", "50000 True True True"),
+    ("off", "None False False False"),
+    ("", f"{MB} False False True"),
+])
+def test_the_threshold_comes_from_the_environment_in_parent_and_workers(value, expected,
+                                                                       start_method, tmp_path):
+    script = tmp_path / "threshold.py"
+    script.write_text(_THRESHOLD_SCRIPT)
+    env = {**os.environ, "MANYBRAINS_ARRAY_THRESHOLD": value}
+    done = subprocess.run([sys.executable, str(script), start_method],
+                          capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == expected.split()
