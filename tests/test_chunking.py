@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 
-from manybrains._chunking import GROWTH, TARGET_SECONDS, ChunkSizer, chunks
+import pytest
+
+from manybrains._chunking import GROWTH, TARGET_SECONDS, ChunkSizer, chunks, known_length
 from manybrains._cpus import cgroup_cpu_quota
 
 
@@ -80,3 +82,42 @@ def test_cgroup_quota_v2_and_v1(tmp_path):
     (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000")
     assert cgroup_cpu_quota(str(tmp_path)) == 3.0
     assert cgroup_cpu_quota(str(tmp_path / "missing")) is None
+
+
+def test_lists_and_tuples_are_sliced_and_their_length_is_known():
+    items = list(range(10))
+    parts = list(chunks(items, ChunkSizer(1, 10, fixed=4)))
+    assert parts == [items[0:4], items[4:8], items[8:10]]
+    assert next(chunks(tuple(items), ChunkSizer(1, 10, fixed=4))) == (0, 1, 2, 3)
+    assert known_length(items) == 10 and known_length(iter(items)) is None
+
+
+def test_numpy_arrays_are_sliced_into_views_not_lists_of_scalars():
+    np = pytest.importorskip("numpy")
+    array = np.arange(10.0)
+    parts = list(chunks(array, ChunkSizer(1, 10, fixed=4)))
+    assert [type(p) for p in parts] == [np.ndarray] * 3
+    assert all(np.shares_memory(p, array) for p in parts)
+    assert [len(p) for p in parts] == [4, 4, 2]
+    assert known_length(array) == 10
+
+
+def test_a_pool_map_over_a_numpy_array_sends_slices(monkeypatch):
+    np = pytest.importorskip("numpy")
+    import manybrains as mb
+    from manybrains import _stream
+
+    sent = []
+    original = _stream.chunks
+
+    def spying(items, sizer):
+        for chunk in original(items, sizer):
+            sent.append(type(chunk).__name__)
+            yield chunk
+
+    monkeypatch.setattr(_stream, "chunks", spying)
+    with mb.Pool(1) as pool:
+        assert pool.map(float, np.arange(100.0), chunksize=10) == [float(x) for x in range(100)]
+        assert pool.map(abs, list(range(-5, 5)), chunksize=5) == [5, 4, 3, 2, 1, 0, 1, 2, 3, 4]
+        assert pool.map(abs, range(-3, 3), chunksize=3) == [3, 2, 1, 0, 1, 2]
+    assert sent == ["ndarray"] * 10 + ["list"] * 2 + ["range"] * 2
