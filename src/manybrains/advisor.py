@@ -39,10 +39,10 @@ LONG_CALL_SECONDS = 0.005  # one CPU-bound call this long is worth a worker proc
 MAX_WAITING_CALLS = 256  # threads (or coroutines) "auto" keeps in flight for waiting work
 PROCESS_START_SECONDS = 0.1  # starting a pool of worker processes, for estimates only
 SHIP_SECONDS_PER_CALL = 2e-6
-# A call during which the process's other threads use at least half as much CPU as its own
+# A call during which the process's other threads use at least 0.3x as much CPU as its own
 # thread runs native threads of its own (a BLAS product): when those keep most of the usable
 # CPUs busy, splitting the calls across workers only oversubscribes the CPUs.
-NATIVE_MIN_SHARE = 0.5
+NATIVE_MIN_SHARE = 0.3
 NATIVE_CPUS_SHARE = 0.6
 
 

@@ -66,6 +66,11 @@ class _Reading:
         """Mostly waiting, with no native threads computing for it."""
         return self.fraction < WAITING_BELOW_CPU_FRACTION and self.native < NATIVE_MIN_SHARE
 
+    def clearly_waits(self) -> bool:
+        """Waiting so plainly that watching longer would tell nothing new (a BLAS call that
+        is still starting its threads uses some CPU on its own thread meanwhile)."""
+        return self.fraction < WAITING_BELOW_CPU_FRACTION / 2 and self.native < NATIVE_MIN_SHARE
+
 
 class Profile:
     """What is known about one function: its measured calls and the current decision."""
@@ -86,6 +91,8 @@ class Profile:
         self.per_call: float | None = None  # as of the last review
         self.cpu_fraction: float | None = None  # None: only measured in worker processes
         self.native = 0.0  # CPU of the process's other threads per CPU second of a call
+        self._native_sums = [0.0, 0.0, 0.0]  # others' CPU, own CPU, wall: every call read
+        self._runs_native = False
         self.on_a_clock: bool | None = None  # the probe slept on a timer (None: not seen)
         self.gate: Gate | None = None  # made once its calls turn out to wait
         self._lock = threading.Lock()
@@ -121,7 +128,7 @@ class Profile:
         self._probe_started.wait(PROBE_START_SECONDS)
         if not self._decided.wait(PROBE_SECONDS):
             reading = self._read_running_probe(time.thread_time() - caller0)
-            if reading is None or not reading.waits():
+            if reading is None or not reading.clearly_waits():
                 self._decided.wait(PROBE_COMPUTING_SECONDS - PROBE_SECONDS)
         with self._lock:
             if self.decision is None:
@@ -168,7 +175,7 @@ class Profile:
             return self._classify(PROBE_SECONDS, 0.0)
         if reading.waits():
             self.on_a_clock = waiting_on_a_clock(reading.native_id)  # waiting: on what?
-        self.native = reading.native
+        self._judge_native(reading.native)
         wall = max(reading.wall, PROBE_SECONDS)  # the probe ran at least this long, and goes on
         return self._classify(wall, reading.fraction, seen=wall)
 
@@ -220,9 +227,20 @@ class Profile:
         if recent.cpu_wall > 0:
             self.cpu_fraction = cpu_fraction(recent.cpu, recent.cpu_wall)
         if recent.own_wall > 0:
-            self.native = native_share(recent.others_cpu, recent.own_cpu, recent.own_wall)
+            sums = self._native_sums
+            sums[0] += recent.others_cpu
+            sums[1] += recent.own_cpu
+            sums[2] += recent.own_wall
+            self._judge_native(native_share(*sums))
         fraction = 1.0 if self.cpu_fraction is None else self.cpu_fraction
         self._set(self._classify(self.per_call, fraction, seen=self.seconds))
+
+    def _judge_native(self, share: float) -> None:
+        # Over every call read so far, not the latest few: on a busy machine one sample may
+        # catch the helpers descheduled. Once seen, it takes a clearly lower share to undo.
+        self.native = share
+        threshold = NATIVE_MIN_SHARE / 2 if self._runs_native else NATIVE_MIN_SHARE
+        self._runs_native = share >= threshold
 
     def cannot_pickle(self, error: SerializationError) -> Decision:
         """Its tasks cannot travel to worker processes: run them on threads from now on."""
@@ -236,12 +254,16 @@ class Profile:
                   coroutine: bool = False) -> Decision:
         decision = classify(per_call, fraction, coroutine=coroutine, seen_seconds=seen,
                             startup=self._startup(), workers=self.workers,
-                            native=self.native, max_waiting=self.max_waiting)
+                            native=self._native_for_rule(), max_waiting=self.max_waiting)
         if decision.backend != "processes" or self._unpicklable is None:
             return decision
         return Decision("threads", self.workers, f"{decision.reason}; but its tasks cannot be "
                         f"pickled for worker processes ({self._unpicklable}), so threads run "
                         "them, one at a time under the GIL")
+
+    def _native_for_rule(self) -> float:
+        # The rule compares with its own threshold; a verdict kept by hysteresis must pass it.
+        return max(self.native, NATIVE_MIN_SHARE) if self._runs_native else self.native
 
     def explain(self) -> dict[str, Any]:
         """The decision and the numbers behind it, for statistics."""
