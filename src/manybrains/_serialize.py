@@ -9,13 +9,16 @@ where it could leave a future pending forever.
 
 from __future__ import annotations
 
+import io
 import pickle
+import sys
+from collections import ChainMap
 from collections.abc import Callable, Iterable
-from typing import Any
+from multiprocessing.reduction import ForkingPickler
+from typing import Any, ClassVar
 
-import cloudpickle
-
-from .ipc.autoshare import SharingPickler
+from . import _inheritance, _mainspace
+from .ipc.autoshare import SharingPickler, no_sharing
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
@@ -36,11 +39,46 @@ class Frame(bytearray):
         return view.nbytes
 
 
+class Pickler(SharingPickler):
+    """cloudpickle with manybrains' rules: ``__main__`` objects (see :mod:`._mainspace`),
+    ``multiprocessing`` locks handed to workers that inherit them, big arrays (autoshare)."""
+
+    # multiprocessing's own reducers (connections, shared-ctypes arenas), which the stdlib
+    # registers only with its ForkingPickler, after cloudpickle's.
+    dispatch_table: ClassVar[ChainMap[Any, Any]] = ChainMap(SharingPickler.dispatch_table,
+                              ForkingPickler._extra_reducers)  # type: ignore[attr-defined]
+
+    def reducer_override(self, obj: Any) -> Any:
+        reduction = _mainspace.reduce(obj)
+        if reduction is NotImplemented and isinstance(obj, _semlock_type()):
+            reduction = _inheritance.reduce_semlock(obj)
+        if reduction is NotImplemented:
+            return super().reducer_override(obj)
+        return reduction
+
+
+def _semlock_type() -> type:
+    module = sys.modules.get("multiprocessing.synchronize")  # no locks made: nothing to do
+    return module.SemLock if module is not None else _NoSemLock
+
+
+class _NoSemLock:
+    pass
+
+
 def dumps(obj: object, *, header: bytes = b"") -> Frame:
     """Pickle ``obj`` after ``header`` in one buffer, so a message is sent without a copy."""
     frame = Frame(header)
-    SharingPickler(frame, protocol=PROTOCOL).dump(obj)  # big arrays: see ipc.autoshare
+    Pickler(frame, protocol=PROTOCOL).dump(obj)
     return frame
+
+
+def dumps_plain(obj: object) -> bytes:
+    """Pickle ``obj`` by manybrains' rules but with big arrays inline (for cached blobs)."""
+    buffer = io.BytesIO()
+    with no_sharing():
+        Pickler(buffer, protocol=PROTOCOL).dump(obj)
+    return buffer.getvalue()
 
 
 def loads(data: bytes | bytearray | memoryview) -> Any:
@@ -66,12 +104,21 @@ def dumps_checked(obj: object, *, header: bytes, parts: Callable[[], Iterable[tu
 def _explain(exc: BaseException, parts: Iterable[tuple[str, object]]) -> str:
     for name, part in parts:
         try:
-            cloudpickle.dumps(part, protocol=PROTOCOL)
+            dumps_plain(part)
         except _PICKLING_FAILURES as part_exc:
-            return (f"cannot pickle {name} ({type(part).__qualname__}): "
-                    f"{type(part_exc).__name__}: {part_exc}. Pass something picklable, or "
-                    f"create it inside the task (an initializer can build per-worker state)")
-    return f"cannot pickle the task: {type(exc).__name__}: {exc}"
+            return f"cannot pickle {name} ({type(part).__qualname__}): " + _advice(part_exc)
+    return f"cannot pickle the task: {_advice(exc)}"
+
+
+def _advice(exc: BaseException) -> str:
+    said = f"{type(exc).__name__}: {exc}."
+    if "through inheritance" in str(exc):  # a multiprocessing primitive as a task argument
+        return (f"{said} A multiprocessing lock, queue or value reaches pool workers in two "
+                "ways: pass it in the pool's initargs= (the initializer can keep it in a "
+                "global), or use manybrains' own mb.Lock, mb.Queue, mb.Value or mb.Array, "
+                "which can also be task arguments")
+    return (f"{said} Pass something picklable, or create it inside the task (an initializer "
+            "can build per-worker state)")
 
 
 class PickledOnce:
@@ -94,7 +141,7 @@ class PickledOnce:
 
     def __reduce__(self) -> tuple[Callable[[int, bytes], Any], tuple[int, bytes]]:
         if self._blob is None:
-            self._blob = cloudpickle.dumps(self.fn, protocol=PROTOCOL)
+            self._blob = dumps_plain(self.fn)
         return (load_function, (self._key, self._blob))
 
 

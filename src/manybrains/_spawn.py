@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import BaseContext
 from typing import Any, Generic, TypeVar
@@ -22,7 +23,8 @@ from ._errors import SerializationError, WorkerCrashed, describe_exit
 from ._remote import attach, format_exception, portable
 from ._serialize import dumps, dumps_checked, loads
 from ._task import function_name
-from .backends.processes.context import get_context
+from .backends.processes.context import Launch, choose, starting
+from .backends.processes.worker import Setup
 from .ipc.autoshare import handing_off
 from .ipc.segment import sweep_orphans
 
@@ -35,33 +37,48 @@ def spawn(fn: Any, /, *args: Any, start_method: str | BaseContext | None = None,
           **kwargs: Any) -> Handle[Any]:
     """Run ``fn(*args, **kwargs)`` in a new process now; a :class:`Handle` to it.
 
-    ``start_method`` is an option of ``spawn`` (default: forkserver on Linux, spawn
-    elsewhere), not passed to ``fn``. Raises :class:`~manybrains.SerializationError` here if
-    ``fn`` or an argument cannot be pickled.
+    ``start_method`` is an option of ``spawn`` (default: ``"template"`` on Linux, spawn
+    elsewhere), not passed to ``fn``. ``multiprocessing`` locks, queues and values may be
+    arguments, as with ``multiprocessing.Process``. Raises
+    :class:`~manybrains.SerializationError` here if ``fn`` or an argument cannot be pickled.
     """
     if not callable(fn):
         raise TypeError(f"expected a callable, got {type(fn).__name__}: {fn!r}")
-    payload = bytes(dumps_checked((fn, args, kwargs), header=b"",
-                                  parts=lambda: _parts(fn, args, kwargs)))
-    context = get_context(start_method)
-    reader, writer = context.Pipe(duplex=False)
-    process = context.Process(  # type: ignore[attr-defined]
-        target=_child_main, args=(writer, payload), name=f"manybrains-spawn-{function_name(fn)}")
+    launch = choose(start_method)
     try:
-        process.start()
+        return _start(launch, fn, args, kwargs)
+    except BaseException:
+        launch.release()
+        raise
+
+
+def _start(launch: Launch, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+           ) -> Handle[Any]:
+    call = Setup((fn, args, kwargs))  # pickled as the process starts: mp primitives travel
+    if launch.method != "fork":
+        with starting(launch):  # fails here, naming the argument, rather than in the child
+            dumps_checked(call, header=b"", parts=lambda: _parts(fn, args, kwargs))
+    reader, writer = launch.context.Pipe(duplex=False)
+    process = launch.context.Process(
+        target=_child_main, args=(writer, call), name=f"manybrains-spawn-{function_name(fn)}")
+    try:
+        with starting(launch):
+            process.start()
     except BaseException:
         reader.close()
         raise
     finally:
         writer.close()
-    return Handle(process, reader, function_name(fn))
+    return Handle(process, reader, function_name(fn), launch.release)
 
 
 class Handle(Generic[R]):
     """A process started by :func:`spawn`: wait for it, get its result, or kill it."""
 
-    def __init__(self, process: Any, conn: Connection, label: str) -> None:
+    def __init__(self, process: Any, conn: Connection, label: str,
+                 release: Callable[[], None]) -> None:
         self._process = process
+        self._release = release  # the process-starting machinery, once this one has ended
         self._conn: Connection | None = conn
         self._label = label
         self._outcome: Any = _NOTHING
@@ -132,6 +149,7 @@ class Handle(Generic[R]):
             return
         self._process.join()
         self._finished = True
+        self._release()
         if self._outcome is _NOTHING:  # it died: remove what it shared and could not unlink
             sweep_orphans()
 
@@ -155,10 +173,10 @@ class Handle(Generic[R]):
         return f"<manybrains.Handle {self._label} pid={self.pid} {state}>"
 
 
-def _child_main(conn: Connection, payload: bytes) -> None:
+def _child_main(conn: Connection, call: Setup) -> None:
     """What the new process runs: the call, then one message with its outcome."""
     try:
-        fn, args, kwargs = loads(payload)
+        fn, args, kwargs = call.load()
         outcome: tuple[bool, Any] = (True, fn(*args, **kwargs))
     except BaseException as exc:  # noqa: BLE001 - SystemExit too: it is the call's outcome
         outcome = (False, portable(exc))

@@ -199,6 +199,22 @@ def hand_off_results() -> None:
     _process_mode = _HandOff()
 
 
+class no_sharing:
+    """Within the block, big arrays pickled by this thread go inline (a reusable blob)."""
+
+    def __enter__(self) -> None:
+        self._previous = getattr(_local, "mode", None)
+        _local.mode = _Inline()
+
+    def __exit__(self, *exc: object) -> None:
+        _local.mode = self._previous
+
+
+class _Inline:
+    def reduce(self, array: Any, pickler: SharingPickler) -> Any:
+        return NotImplemented  # pickled as numpy pickles it
+
+
 class handing_off:
     """Within the block, big arrays pickled by this thread are handed off."""
 

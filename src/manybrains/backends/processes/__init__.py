@@ -12,6 +12,7 @@ import itertools
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from ..._mainspace import sending_to
 from ..._serialize import dumps_checked
 from ..._task import Task, function_name, unwrap
 from ...ipc.arena import Arena, release_shared_memory
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
     from ...insights import TaskTimings
+    from .context import Launch
+    from .supervisor import Supervisor
 
 # Workers import this package too (their module lives in it), so the parent-only machinery
 # (the supervisor, concurrent.futures) is imported when a pool starts, keeping each worker's
@@ -41,19 +44,28 @@ class ProcessBackend(Backend):
     pickles_tasks = True
 
     def start(self, options: PoolOptions) -> None:
-        from .context import get_context
+        from .context import choose
+
+        self._options = options
+        self._launch = launch = choose(options.start_method)
+        self._arena = Arena()  # shared memory for big array arguments, reused across tasks
+        try:
+            self._supervisor = self._supervise(options, launch)
+        except BaseException:
+            launch.release()
+            raise
+        _live.add(self)
+
+    def _supervise(self, options: PoolOptions, launch: Launch) -> Supervisor:
         from .state import EngineOptions
         from .supervisor import Supervisor
 
-        self._options = options
-        self._arena = Arena()  # shared memory for big array arguments, reused across tasks
-        self._supervisor = Supervisor(EngineOptions(
-            workers=options.workers, context=get_context(options.start_method),
+        return Supervisor(EngineOptions(
+            workers=options.workers, launch=launch,
             initializer=options.initializer, initargs=options.initargs,
             max_tasks_per_worker=options.max_tasks_per_worker,
             max_memory_per_worker=options.max_memory_per_worker,
             inner_threads=options.inner_threads, mark_running=options.executor_semantics))
-        _live.add(self)
 
     def submit(self, task: Task, *, timeout: float | None = None, retries: int = 0
                ) -> Future[Any]:
@@ -61,7 +73,7 @@ class ProcessBackend(Backend):
         from .state import Record
 
         task_id = next(_ids)
-        with Loan(self._arena) as loan:  # given back if the task never reaches the engine
+        with Loan(self._arena) as loan, sending_to(self._launch.inherited_globals):
             frame = dumps_checked((task.fn, task.args, task.kwargs, task.items, task.star),
                                   header=protocol.request(protocol.TASK, task_id),
                                   parts=task.parts)
@@ -92,7 +104,8 @@ class ProcessBackend(Backend):
     def statistics(self) -> dict[str, Any]:
         workers = self._supervisor.worker_table()
         return {**self._supervisor.counters, "queued": self._supervisor.queued,
-                "in_flight": sum(w["in_flight"] for w in workers), "workers": workers}
+                "in_flight": sum(w["in_flight"] for w in workers), "workers": workers,
+                "start_method": self._launch.method, "start_method_why": self._launch.reason}
 
     def task_timings(self) -> TaskTimings:
         """Run times of the finished tasks, for ``Pool.insights()``."""

@@ -1,42 +1,108 @@
 """Which start method creates the workers.
 
-forkserver is the default on Linux, as it is from Python 3.14 on: ``fork`` copies a parent
-that may hold locks in other threads (a documented source of deadlocks), while a forkserver
-forks clean children from a small server process. The server preloads the worker module and
-cloudpickle, so a new worker costs a ``fork()``, not an interpreter start and its imports.
-``spawn`` is the default elsewhere; ``fork`` is available on request.
+``template`` is the default on Linux: workers are forked from a copy of the parent made
+while it ran a single thread (see :mod:`.template`), as fast as ``fork`` and as safe as
+``forkserver``. A parent that already runs other threads and has no template yet gets
+``forkserver`` (Python 3.14's default): it never copies a parent that may hold locks in
+other threads, and its server preloads the worker module. ``spawn`` is the default where
+neither exists; ``fork``, ``forkserver`` and ``spawn`` are available on request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from multiprocessing.context import BaseContext
+from typing import Any
 
 WORKER_MODULE = "manybrains.backends.processes.worker"
 
 
 def default_start_method() -> str:
-    """forkserver where the platform has it (Linux), spawn elsewhere."""
+    """template where the platform can fork (Linux), spawn elsewhere."""
     methods = multiprocessing.get_all_start_methods()
     if sys.platform.startswith("linux") and "forkserver" in methods:
-        return "forkserver"
+        return "template"
     return "spawn"
 
 
-def get_context(start_method: str | BaseContext | None) -> BaseContext:
-    """The multiprocessing context for ``start_method`` (a name, a context, or None)."""
+class Launch:
+    """How one pool (or one spawned process) starts its processes, and why."""
+
+    def __init__(self, context: Any, reason: str, release: Callable[[], None] = lambda: None
+                 ) -> None:
+        self.context = context
+        self.method: str = context.get_start_method()
+        self.reason = reason
+        # What a started process already holds: the parent's __main__ globals (tokens, see
+        # manybrains._mainspace) and semaphore memory; None when it inherits nothing.
+        self.inherited_globals: dict[str, str] | None = None
+        self.inherited_memory: list[tuple[int, int]] | None = None
+        self.release = release  # call once no process will be started any more
+
+
+def choose(start_method: str | BaseContext | None) -> Launch:
+    """The way to start processes for ``start_method`` (a name, a context, or None)."""
+    _refuse_nested_start()
     if isinstance(start_method, BaseContext):
-        context = start_method
-    else:
-        method = start_method or default_start_method()
-        available = multiprocessing.get_all_start_methods()
-        if method not in available:
-            raise ValueError(f"start_method={method!r} is not available here; "
-                             f"choose one of {', '.join(map(repr, available))}")
-        context = multiprocessing.get_context(method)
+        return Launch(_prepared(start_method), "the context passed in")
+    method = start_method or default_start_method()
+    if method == "template":
+        return _template_launch(explicit=start_method is not None)
+    available = multiprocessing.get_all_start_methods()
+    if method not in available:
+        choices = ", ".join(map(repr, ["template", *available]))
+        raise ValueError(f"start_method={method!r} is not available here; choose one of "
+                         f"{choices}")
+    launch = Launch(_prepared(multiprocessing.get_context(method)), f"start_method={method!r}")
+    if method == "fork":  # workers are copies of this process, as from a template
+        from ... import _mainspace
+
+        launch.inherited_globals = _mainspace.snapshot()
+    return launch
+
+
+def _refuse_nested_start() -> None:
+    import multiprocessing.process
+
+    if getattr(multiprocessing.process.current_process(), "_inheriting", False):
+        raise RuntimeError(
+            "a spawn or forkserver worker re-ran the main script and reached this pool: put "
+            "the code that starts pools under `if __name__ == \"__main__\":`, or use the "
+            "default start method, which never re-runs the script")
+
+
+def _template_launch(*, explicit: bool) -> Launch:
+    if not sys.platform.startswith("linux"):
+        if explicit:
+            raise ValueError("start_method='template' needs Linux; choose 'spawn'")
+        return Launch(multiprocessing.get_context("spawn"), "the default off Linux")
+    from . import template
+
+    found, reason = template.acquire()
+    if found is None:
+        return Launch(_prepared(multiprocessing.get_context("forkserver")), reason)
+    launch = Launch(template.TemplateContext(found), reason, found.release)
+    launch.inherited_globals = found.snapshot
+    launch.inherited_memory = found.semaphores
+    return launch
+
+
+@contextlib.contextmanager
+def starting(launch: Launch) -> Iterator[None]:
+    """Within the block, objects are pickled for a process ``launch`` is starting."""
+    from ... import _inheritance, _mainspace
+
+    with _mainspace.sending_to(launch.inherited_globals), \
+            _inheritance.starting(launch.inherited_memory):
+        yield
+
+
+def _prepared(context: BaseContext) -> BaseContext:
     if context.get_start_method() == "fork":
         _guard_pickler_lock()
     if context.get_start_method() == "forkserver":

@@ -5,10 +5,10 @@ The header is read without unpickling anything, so the task id is known even whe
 that follows is broken: that task alone fails.
 
 parent -> worker: ``TASK`` (header + pickled task) and ``STOP``.
-worker -> parent: ``READY`` once initialized, ``INIT_FAILED`` with the error, and one
-``RESULT``/``ERROR``/``BAD_RESULT`` per task, carrying how long the task ran, the
-worker's resident memory after it and the time it spent unpickling the task and pickling
-its result. ``LOG`` (a pickled logging record) and ``OUTPUT`` (stdout or stderr bytes,
+worker -> parent: ``READY`` once initialized, ``INIT_FAILED`` or ``START_FAILED`` with the
+error, and one ``RESULT``/``ERROR``/``BAD_RESULT`` per task, carrying how long the task ran,
+the worker's resident memory after it and the time it spent unpickling the task and
+pickling its result. ``LOG`` (a pickled logging record) and ``OUTPUT`` (stdout or stderr bytes,
 the stream in the task-id field) may come at any time, before the result of the task that
 wrote them.
 """
@@ -28,6 +28,7 @@ ERROR = 13  # pickled (exception, formatted traceback)
 BAD_RESULT = 14  # the result could not be pickled: pickled (message, traceback)
 LOG = 15  # a logging record emitted in the worker: pickled dict of its attributes
 OUTPUT = 16  # bytes the worker wrote to sys.stdout (task id 1) or sys.stderr (2)
+START_FAILED = 17  # the pool's setup (initializer, initargs) could not be unpickled
 
 _REQUEST = struct.Struct("<BQ")  # kind, task id
 # kind, task id, seconds running, resident bytes, seconds (un)pickling (stamped last)

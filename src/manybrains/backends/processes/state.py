@@ -14,9 +14,11 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .context import Launch
 
 
 @dataclass(eq=False)
@@ -59,7 +61,7 @@ class EngineOptions:
     """How the supervisor runs its workers."""
 
     workers: int
-    context: BaseContext
+    launch: Launch
     initializer: Callable[..., object] | None = None
     initargs: tuple[Any, ...] = ()
     max_tasks_per_worker: int | None = None

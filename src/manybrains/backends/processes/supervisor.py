@@ -61,10 +61,11 @@ from ..._errors import (
 )
 from ..._future import set_exception, set_result
 from ..._remote import RemoteTraceback, attach
-from ..._serialize import dumps, loads
+from ..._serialize import dumps_checked, loads
 from ..._task import ChunkOutcome
 from ...insights import TaskTimings
 from . import protocol, worker
+from .context import starting
 from .state import EngineOptions, Record, WorkerSlot, kill_tree
 
 LOGGER = logging.getLogger("manybrains")
@@ -86,9 +87,11 @@ class Supervisor:
 
     def __init__(self, options: EngineOptions) -> None:
         self._options = options
-        self._setup = bytes(dumps((options.initializer, options.initargs, os.getpid(),
-                                   options.max_memory_per_worker is not None,
-                                   _worker_output.parent_levels())))
+        inherited = options.launch.inherited_globals if options.launch.method == "fork" else None
+        self._setup = worker.Setup((options.initializer, options.initargs, os.getpid(),
+                                    options.max_memory_per_worker is not None,
+                                    _worker_output.parent_levels(), inherited))
+        self._check_setup()
         self._inbox: deque[tuple[str, Any]] = deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -107,6 +110,16 @@ class Supervisor:
         self._thread = threading.Thread(target=self._main, daemon=True,
                                         name=f"manybrains-supervisor-{next(self._names)}")
         self._thread.start()
+
+    def _check_setup(self) -> None:
+        """Raise here, in the caller, if the initializer or initargs cannot reach a worker."""
+        launch = self._options.launch
+        if launch.method == "fork":  # inherited as they are: nothing is pickled
+            return
+        with starting(launch):
+            dumps_checked(self._setup, header=b"", parts=lambda: [
+                ("the initializer", self._options.initializer),
+                *((f"initargs[{i}]", a) for i, a in enumerate(self._options.initargs))])
 
     # ---- called from any thread -------------------------------------------------------
 
@@ -342,8 +355,8 @@ class Supervisor:
         body = memoryview(frame)[protocol.REPLY_SIZE:]
         if kind == protocol.READY:
             self._on_ready_worker(w)
-        elif kind == protocol.INIT_FAILED:
-            self._on_init_failed(body)
+        elif kind in (protocol.INIT_FAILED, protocol.START_FAILED):
+            self._on_init_failed(body, kind)
         elif kind == protocol.OUTPUT:
             _worker_output.deliver_output(task_id, body)
         elif kind == protocol.LOG:
@@ -361,13 +374,15 @@ class Supervisor:
         if w.inflight:
             w.inflight[0].started = time.monotonic()
 
-    def _on_init_failed(self, body: memoryview) -> None:
+    def _on_init_failed(self, body: memoryview, kind: int) -> None:
         try:
             exc, tb = loads(body)
             cause = attach(exc, tb)
         except BaseException as load_exc:  # noqa: BLE001
             cause = load_exc
-        error = InitializerFailed(f"the pool's initializer failed in a worker: {cause!r}")
+        what = ("the pool's initializer failed in a worker" if kind == protocol.INIT_FAILED
+                else "a worker could not load the pool's initializer and initargs")
+        error = InitializerFailed(f"{what}: {cause!r}")
         error.__cause__ = cause
         self._break(error)
 
@@ -441,6 +456,9 @@ class Supervisor:
         if self._startup_deaths < _STARTUP_ATTEMPTS:
             return  # maybe killed from outside; a replacement starts, and so it is bounded
         how = describe_exit(w.process.exitcode)
+        if self._options.launch.method in ("spawn", "forkserver"):
+            how += (f"; under {self._options.launch.method} a worker that cannot import the "
+                    "main script dies so: its traceback is on stderr above")
         if self._options.initializer is not None:
             self._break(InitializerFailed(f"workers die in the pool's initializer ({how})"))
         else:
@@ -524,11 +542,15 @@ class Supervisor:
         return bool(self._pending) or self._inflight_count() > 0
 
     def _start_worker(self) -> None:
-        parent_end, child_end = self._options.context.Pipe(duplex=True)
-        process = self._options.context.Process(  # type: ignore[attr-defined]
-            target=worker.main, args=(child_end, self._setup), name="manybrains-worker")
+        launch = self._options.launch
+        parent_end, child_end = launch.context.Pipe(duplex=True)
+        threads = (self._options.inner_threads, self._options.workers)
+        process = launch.context.Process(
+            target=worker.main, args=(child_end, threads, self._setup),
+            name="manybrains-worker")
         try:
-            process.start()
+            with starting(launch):
+                process.start()
         except BaseException as exc:  # noqa: BLE001 - e.g. out of processes or memory
             parent_end.close()
             self._break(BrokenPool(f"cannot start a worker process: {exc!r}"))
@@ -549,3 +571,4 @@ class Supervisor:
             self._wake_w = -1
         for w in self._workers.values():
             w.conn.close()
+        self._options.launch.release()  # no worker will start any more

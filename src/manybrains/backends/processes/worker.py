@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle  # noqa: F401 - imported here so a forkserver preloads it for every worker
 
-from ... import _worker_output
+from ... import _mainspace, _worker_output
 from ..._remote import format_exception, portable
 from ..._serialize import Frame, dumps, loads
 from ..._task import run_chunk
@@ -31,11 +31,49 @@ if TYPE_CHECKING:
 _PR_SET_PDEATHSIG = 1
 
 
-def main(conn: Connection, setup: bytes) -> None:
-    """Entry point of a worker process (the ``target`` of its ``Process``)."""
+class Setup:
+    """What every worker of a pool needs before its first task.
+
+    Pickled each time a worker starts, while multiprocessing knows a process is being started
+    (so ``multiprocessing`` locks and queues in ``initargs`` may travel), and unpickled only
+    inside :func:`main`, after the native thread caps are set and where a failure can be
+    reported to the pool instead of killing the worker silently.
+    """
+
+    def __init__(self, payload: tuple[Any, ...] | None = None, blob: bytes | None = None
+                 ) -> None:
+        self._payload = payload
+        self._blob = blob
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        blob = self._blob if self._payload is None else bytes(dumps(self._payload))
+        return (Setup, (None, blob))
+
+    def load(self) -> tuple[Any, ...]:
+        if self._payload is None:
+            assert self._blob is not None
+            self._payload = loads(self._blob)
+        return self._payload
+
+
+def main(conn: Connection, threads: tuple[int | None, int], setup: Setup) -> None:
+    """Entry point of a worker process (the ``target`` of its ``Process``).
+
+    ``threads``: ``(inner_threads, workers)`` of the pool, for the native thread cap.
+    """
+    # Before anything is unpickled: a library that loads later reads the environment.
+    from . import inner_threads
+
+    inner_threads.cap(*threads)
     hand_off_results()  # big result arrays go back through shared memory, not the pipe
-    initializer, initargs, parent_pid, measure_memory, log_levels = loads(setup)
+    try:
+        initializer, initargs, parent_pid, measure_memory, log_levels, inherited = setup.load()
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
+        _send(conn, _error_frame(protocol.START_FAILED, 0, 0.0, exc))
+        return
     _detach_from_parent_signals(parent_pid)
+    if inherited is not None:  # forked straight from the parent: its __main__ is here
+        _mainspace.inherit(inherited)
     _worker_output.install(*_shippers(conn), log_levels)  # logs and prints go to the parent
     if initializer is not None:
         try:

@@ -1,0 +1,108 @@
+"""``multiprocessing`` locks, queues and values handed to processes as they start.
+
+The stdlib lets its primitives travel only "through inheritance": in ``initargs`` of a pool,
+or as arguments of a ``Process``, pickled while the child is being started. manybrains
+starts its processes the same way, so these work in ``initargs=`` of ``Pool`` and
+``ProcessPoolExecutor`` and as arguments of ``mb.spawn``:
+
+- under ``fork`` they are inherited as they are;
+- under ``template`` (the default) and ``forkserver`` their file descriptors travel with the
+  start request, and a lock made by the default (``fork``) context, which has no name and
+  exists only in memory the child inherits, is handed over by its address: a template is a
+  copy of the parent, so the memory is there if the lock existed when it was forked;
+- under ``spawn`` and ``forkserver`` a lock made by the default context cannot be reached
+  (no name, no inherited memory): the error says to make it from
+  ``multiprocessing.get_context("spawn")`` (or ``"forkserver"``), or to use ``mb.Lock``.
+
+As task arguments they are refused, as by the stdlib; ``mb.Lock``, ``mb.Queue``, ``mb.Value``
+and ``mb.Array`` travel anywhere, task arguments included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+_local = threading.local()
+Ranges = list[tuple[int, int]]
+
+
+@contextlib.contextmanager
+def starting(inherited_memory: Ranges | None) -> Iterator[None]:
+    """Within the block, pickle for a process being started.
+
+    ``inherited_memory``: the semaphore mappings the new process inherits (a template's),
+    or None when it inherits none.
+    """
+    from multiprocessing.context import get_spawning_popen, set_spawning_popen
+
+    previous = getattr(_local, "start", None)
+    _local.start = (inherited_memory,)
+    stand_in = get_spawning_popen() is None
+    if stand_in:  # the stdlib checks that a process is being started; one is, by us
+        set_spawning_popen(_Collector())  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        _local.start = previous
+        if stand_in:
+            set_spawning_popen(None)
+
+
+class _Collector:
+    """A "spawning popen" for a trial pickle: descriptors are noted, never sent."""
+
+    def duplicate_for_child(self, fd: int) -> int:
+        return fd
+
+    class DupFd:
+        def __init__(self, fd: int) -> None:
+            self.fd = fd
+
+        def detach(self) -> int:
+            raise RuntimeError("a descriptor of a trial pickle was unpickled")
+
+
+def reduce_semlock(lock: Any) -> Any:
+    """How a ``multiprocessing`` SemLock travels to a starting process, or NotImplemented."""
+    start = getattr(_local, "start", None)
+    semlock = lock._semlock
+    if start is None or semlock.name is not None:
+        return NotImplemented  # the stdlib's way: refused, or opened by name
+    (inherited,) = start
+    if inherited is None:
+        raise TypeError(
+            f"this multiprocessing {type(lock).__name__} was made by the default 'fork' "
+            "context, so a process started by 'spawn' or 'forkserver' cannot reach it: "
+            "make it with multiprocessing.get_context('spawn'), use the default start "
+            "method, or use mb.Lock / mb.Queue / mb.Value")
+    if not any(low <= semlock.handle < high for low, high in inherited):
+        raise TypeError(
+            f"this multiprocessing {type(lock).__name__} was made after the process that "
+            "starts this pool's workers (a template, made while the program ran one "
+            "thread) was forked, so they cannot inherit it: make it before the first "
+            "pool, or use mb.Lock / mb.Queue / mb.Value, which travel anywhere")
+    state = (semlock.handle, semlock.kind, semlock.maxvalue, None)
+    return (_rebuild_semlock, (type(lock), state))
+
+
+def _rebuild_semlock(cls: Any, state: tuple[Any, ...]) -> Any:
+    lock = cls.__new__(cls)
+    lock.__setstate__(state)
+    return lock
+
+
+def semaphore_memory() -> Ranges:
+    """Address ranges of the POSIX semaphores this process has mapped (Linux)."""
+    ranges = []
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                if "/dev/shm/sem." in line:
+                    low, high = line.split(None, 1)[0].split("-")
+                    ranges.append((int(low, 16), int(high, 16)))
+    except OSError:
+        pass
+    return ranges
