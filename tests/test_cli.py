@@ -238,3 +238,125 @@ def test_module_and_function_names_from_the_help_example_parse(work):
     """))
     result = manybrains("map", "pkg_fns:Text.length", cwd=work, stdin="abc\n")
     assert records(result.stdout) == [{"index": 0, "input": "abc", "result": 3}]
+
+
+# ---- more map options, async functions, the --plot path ----------------------------------------
+
+MORE_USER_FUNCTIONS = '''
+import asyncio
+import os
+from pathlib import Path
+
+def crash_once(text):
+    marker = Path(text + ".crashed")
+    if text.startswith("flaky") and not marker.exists():
+        marker.write_text("once")
+        os._exit(3)
+    return text
+
+async def slow_upper(text):
+    await asyncio.sleep(0.05)
+    return text.upper()
+'''
+
+
+@pytest.fixture
+def more(work: Path) -> Path:
+    (work / "morefns.py").write_text(MORE_USER_FUNCTIONS)
+    return work
+
+
+def test_retries_run_a_crashed_item_again(more):
+    result = manybrains("map", "morefns:crash_once", "--retries", "1", "--workers", "2",
+                        cwd=more, stdin="a\nflaky1\nb\nflaky2\n")
+    assert result.returncode == 0, result.stderr
+    assert [r["result"] for r in records(result.stdout)] == ["a", "flaky1", "b", "flaky2"]
+    assert (more / "flaky1.crashed").exists() and (more / "flaky2.crashed").exists()
+
+
+def test_without_retries_the_crashed_item_fails(more):
+    result = manybrains("map", "morefns:crash_once", cwd=more, stdin="a\nflaky3\n")
+    assert result.returncode == 1
+    assert "item 1 failed: WorkerCrashed" in result.stderr
+
+
+def test_jsonl_flag_parses_stdin_lines_as_json(work):
+    pairs = '{"a": 1, "b": 2}\n{"a": 5, "b": 6}\n'
+    result = manybrains("map", "userfns:total", "--jsonl", cwd=work, stdin=pairs)
+    assert result.returncode == 0, result.stderr
+    assert records(result.stdout) == [
+        {"index": 0, "input": {"a": 1, "b": 2}, "result": 3},
+        {"index": 1, "input": {"a": 5, "b": 6}, "result": 11}]
+    plain = manybrains("map", "userfns:total", cwd=work, stdin=pairs)  # lines as text
+    assert plain.returncode == 1 and "item 0 failed: TypeError" in plain.stderr
+
+
+@pytest.mark.parametrize("backend", ["processes", "asyncio", "auto"])
+def test_async_functions_are_awaited(more, backend):
+    lines = "".join(f"w{i}\n" for i in range(20))
+    result = manybrains("map", "morefns:slow_upper", "--backend", backend, cwd=more,
+                        stdin=lines)
+    assert result.returncode == 0, result.stderr
+    assert [r["result"] for r in records(result.stdout)] == [f"W{i}" for i in range(20)]
+
+
+FAKE_PYPLOT = '''
+import json, os
+
+calls = []
+
+class Axis:
+    def __init__(self, index):
+        self.index = index
+    def barh(self, names, values, color=None):
+        calls.append({"axis": self.index, "names": list(names), "values": list(values)})
+    def set_title(self, title):
+        calls.append({"axis": self.index, "title": title})
+    def invert_yaxis(self):
+        pass
+
+class Figure:
+    def tight_layout(self):
+        pass
+    def savefig(self, path, dpi=None):
+        with open(path, "w") as f:
+            json.dump(calls, f)
+
+def subplots(rows, columns, figsize=None):
+    return Figure(), (Axis(0), Axis(1))
+
+def close(figure):
+    pass
+'''
+
+
+@pytest.fixture
+def fake_matplotlib(tmp_path: Path) -> dict[str, str]:
+    """The environment of a Python where matplotlib records the chart instead of drawing it."""
+    package = tmp_path / "fake" / "matplotlib"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("def use(backend):\n    assert backend == 'Agg'\n")
+    (package / "pyplot.py").write_text(FAKE_PYPLOT)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "fake"), *sys.path])}
+
+
+def _compare_plot(path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "manybrains", "compare", "--quick", "--plot",
+                           str(path)], capture_output=True, text=True, timeout=50, env=env)
+
+
+def test_plot_draws_both_workloads_for_every_model(tmp_path, fake_matplotlib):
+    chart = tmp_path / "chart.png"
+    result = _compare_plot(chart, fake_matplotlib)
+    assert result.returncode == 0, result.stderr
+    bars = [c for c in json.loads(chart.read_text()) if "names" in c]
+    assert [b["axis"] for b in bars] == [0, 1]
+    for bar in bars:
+        assert bar["names"] == ["plain loop", "threads", "asyncio", "processes"]
+        assert all(v > 0 for v in bar["values"])
+
+
+def test_plot_into_a_missing_folder_fails_before_measuring(tmp_path, fake_matplotlib):
+    result = _compare_plot(tmp_path / "no" / "c.png", fake_matplotlib)
+    assert result.returncode == 2 and "no such folder" in result.stderr
+    assert result.stdout == ""  # nothing was measured
