@@ -67,3 +67,18 @@ def remembered() -> list[Any]:
 
 def refuse(reason: str) -> None:
     raise RuntimeError(reason)
+
+
+def heartbeat(path: str, seconds: float) -> None:
+    """Append a line every 50 ms for ``seconds``: shows whether the task still runs."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        with open(path, "a") as f:
+            f.write(".\n")
+        time.sleep(0.05)
+
+
+def where_and_remembered() -> tuple[str, list[Any]]:
+    from distributed import get_worker
+
+    return get_worker().address, list(_initialized)

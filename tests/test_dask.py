@@ -285,3 +285,69 @@ def test_the_initializer_runs_in_every_worker(cluster: str) -> None:
 def test_a_failing_initializer_raises_initializer_failed(cluster: str) -> None:
     with pytest.raises(mb.InitializerFailed, match="no model"):
         mb.Pool(1, backend="dask", initializer=tasks.refuse, initargs=("no model",))
+
+
+# ---- the rest of the Dask promises ---------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_pool_given_a_client_runs_the_whole_api_and_leaves_the_client_open(cluster: str
+                                                                          ) -> None:
+    with distributed.Client(cluster, set_as_default=False) as client:
+        with mb.Pool(backend="dask", client=client) as pool:
+            assert pool.backend.client is client
+            assert pool.map(tasks.square, range(200)) == [x * x for x in range(200)]
+            assert list(pool.imap(tasks.square, iter(range(5)))) == [0, 1, 4, 9, 16]
+            assert pool.submit(tasks.add, 1, 2).result(timeout=30) == 3
+        assert client.status == "running"
+        assert client.submit(tasks.square, 6).result(timeout=30) == 36
+
+
+@pytest.mark.timeout(120)
+def test_dashboard_true_serves_a_dashboard_address(cluster: str) -> None:
+    import urllib.request
+
+    with mb.Pool(1, backend="dask", dashboard=True) as pool:
+        link = pool.backend.dashboard_link
+        assert link is not None and link.startswith("http://127.0.0.1:"), link
+        root = link.split("/status")[0]
+        with urllib.request.urlopen(root + "/health", timeout=10) as answer:
+            assert answer.status == 200
+    with mb.Pool(1, backend="dask") as pool:
+        assert pool.backend.dashboard_link is None
+
+
+@pytest.mark.timeout(120)
+def test_the_initializer_also_runs_in_a_worker_that_joins_later(cluster: str,
+                                                                tmp_path: Path) -> None:
+    with mb.Pool(backend="dask", address=cluster, initializer=tasks.remember,
+                 initargs=("ready",)) as pool:
+        client = pool.backend.client
+        before = set(client.scheduler_info()["workers"])
+        late = _dask("worker", cluster, "--nworkers", "1", "--nthreads", "1", "--host",
+                     "127.0.0.1", "--no-dashboard", log=tmp_path / "late.log")
+        try:
+            client.wait_for_workers(len(before) + 1, timeout=60)
+            (joined,) = set(client.scheduler_info()["workers"]) - before
+            where, remembered = client.submit(tasks.where_and_remembered, workers=[joined],
+                                              pure=False).result(timeout=30)
+            assert where == joined and remembered == ["ready"]
+        finally:
+            _stop(late)
+
+
+@pytest.mark.timeout(120)
+def test_terminate_stops_the_work_itself(cluster: str, tmp_path: Path) -> None:
+    beats = tmp_path / "beats"
+    pool = mb.Pool(1, backend="dask")
+    running = pool.submit(tasks.heartbeat, str(beats), 60.0)
+    deadline = time.monotonic() + 30
+    while not beats.exists():
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.05)
+    pool.terminate()
+    assert running.cancelled()
+    time.sleep(0.5)  # a line being written when the worker died may still land
+    settled = beats.read_text().count(".")
+    time.sleep(1.0)
+    assert beats.read_text().count(".") == settled, "the task went on after terminate()"
