@@ -36,9 +36,13 @@ def test_processes():
 
 
 def test_threads_vs_processes():
+    import manybrains as mb
+
     out = run("02_threads_vs_processes.py", "200000")
-    assert re.search(r"^threads: +\d+\.\d+ s", out, re.M)
-    assert re.search(r"^processes: +\d+\.\d+ s", out, re.M)
+    assert f"cores: {mb.usable_cpus()}\n" in out  # the machine's, not a constant
+    threads = float(re.search(r"^threads: +(\d+\.\d+) s", out, re.M)[1])
+    processes = float(re.search(r"^processes: +(\d+\.\d+) s", out, re.M)[1])
+    assert threads > 0 and processes > 0  # both loops ran (the example checks the counts)
     assert re.search(r"^speed-up: +\d+\.\d+x$", out, re.M)
 
 
@@ -49,8 +53,8 @@ def test_queue():
 def test_shared_value():
     out = run("04_shared_value.py", "20000")
     assert "with the lock:    40000 of 40000 (0 updates lost)" in out
-    lost = re.search(r"without the lock: (\d+) of 40000 \((\d+) updates lost\)", out)
-    assert lost and int(lost[1]) + int(lost[2]) == 40000 and int(lost[1]) <= 40000
+    unlocked = re.search(r"without the lock: (\d+) of 40000 \(\d+ updates lost\)", out)
+    assert unlocked and 0 < int(unlocked[1]) <= 40000  # updates can be lost, never invented
 
 
 def test_shared_array():
