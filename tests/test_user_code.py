@@ -411,3 +411,28 @@ def notebook() -> Iterator[dict[str, usercode.Outcome]]:
 def test_notebook(notebook: dict[str, usercode.Outcome], case: str, method: str,
                   mode: str) -> None:
     _check(case, notebook[method])
+
+
+# ---- the runner itself -------------------------------------------------------------------
+
+
+def test_a_hung_program_is_killed_with_everything_it_started():
+    # A pool whose task never returns, after a task left a helper process running: past the
+    # deadline the runner kills the program, its workers, its forkserver and the helper,
+    # which nothing of manybrains would stop (no_leaks fails the test if one is left).
+    outcome = usercode.run("""
+        import subprocess
+        import time
+        import manybrains as mb
+
+        def start_helper():
+            return subprocess.Popen(["sleep", "600"]).pid
+
+        if __name__ == "__main__":
+            pool = mb.Pool(2, start_method="forkserver")
+            pool.submit(start_helper).result()
+            report("started", True)
+            pool.submit(time.sleep, 600).result()
+    """, timeout=5)
+    assert outcome.returncode is None, outcome
+    assert outcome.reports == {"started": True}, outcome
