@@ -407,6 +407,8 @@ def notebook() -> Iterator[dict[str, usercode.Outcome]]:
         yield outcomes
 
 
+# The first test also waits for the kernel and every start method's cells (the fixture).
+@pytest.mark.timeout(180)
 @pytest.mark.parametrize(("case", "method", "mode"), _params(CASES, METHODS, ["notebook"]))
 def test_notebook(notebook: dict[str, usercode.Outcome], case: str, method: str,
                   mode: str) -> None:
