@@ -44,6 +44,7 @@ from ..._task import AsyncCall, Task, unpickled, unwrap
 from ...advisor import MAX_WAITING_CALLS, PROCESS_START_SECONDS, Decision
 from .. import get_backend
 from .._base import Backend, PoolOptions
+from ..processes.context import hold_template
 from .gate import Gate
 from .profile import PROBE_SECONDS, Profile, measured
 
@@ -69,6 +70,9 @@ class AutoBackend(Backend):
         self._gates: weakref.WeakSet[Gate] = weakref.WeakSet()  # busy ones outlive profiles
         self._max_waiting = options.concurrency or MAX_WAITING_CALLS
         self._closed = False
+        # Before any thread of ours starts: a process pool started later (by this backend,
+        # or by the user after a first mb.map) is then forked from a template, fast and safe.
+        self._template = hold_template(options.start_method)
 
     def submit(self, task: Task, *, timeout: float | None = None, retries: int = 0
                ) -> Future[Any]:
@@ -77,6 +81,8 @@ class AutoBackend(Backend):
             return self._probe(profile, task, timeout, retries)
         decision = profile.wait_for_decision()
         self.capacity = decision.width
+        if profile.take_confirmation():
+            return self._confirm(profile, task, timeout, retries)
         return self._route(profile, decision, task, timeout, retries)
 
     def cancel(self, future: Future[Any]) -> bool:
@@ -95,6 +101,9 @@ class AutoBackend(Backend):
         threads = engines.pop("threads", None)
         for engine in engines.values():
             engine.shutdown(wait=wait, cancel_futures=cancel_futures, kill=kill)
+        template, self._template = self._template, None
+        if template is not None:
+            template.release()
         if threads is None:
             return
         if wait or kill:
@@ -183,6 +192,16 @@ class AutoBackend(Backend):
             raise
         future.engine = engine  # type: ignore[attr-defined]
         self.capacity = profile.watch_probe().width
+        return future
+
+    def _confirm(self, profile: Profile, task: Task, timeout: float | None, retries: int
+                 ) -> Future[Any]:
+        """Run a call on a thread, measured like the probe, whose numbers replace the
+        probe's: the probe imported modules, so its time was mostly theirs."""
+        engine = self._engine("threads")
+        future = engine.submit(measured(task, profile, precise=True, confirms=True),
+                               timeout=timeout, retries=retries)
+        future.engine = engine  # type: ignore[attr-defined]
         return future
 
     def _process_startup(self) -> float:

@@ -11,6 +11,7 @@ report their run time only.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +38,7 @@ PROBE_SECONDS = LONG_CALL_SECONDS  # a new function's first call is watched this
 # ... and one that computes (or runs native threads) until it ends, up to this long: a whole
 # call tells a BLAS call's start-up from its steady state, and costs no more than that call.
 PROBE_COMPUTING_SECONDS = 0.05
+_GLANCE_SECONDS = 0.0005  # how often the watcher looks at what the probe waits on
 PROBE_START_SECONDS = 1.0  # waiting for the probe's thread to start (a busy machine)
 _SAMPLE_EVERY = 8
 
@@ -51,6 +53,7 @@ class _ProbeClock:
     delay: float
     process_cpu: float
     wall: float
+    modules: int  # len(sys.modules): a first call that imports is no typical call
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +64,7 @@ class _Reading:
     fraction: float  # of its runnable time on the CPU
     native: float  # CPU of other threads per CPU second of its own
     native_id: int
+    imported: bool  # it imported modules meanwhile: its numbers are mostly the import's
 
     def waits(self) -> bool:
         """Mostly waiting, with no native threads computing for it."""
@@ -69,7 +73,8 @@ class _Reading:
     def clearly_waits(self) -> bool:
         """Waiting so plainly that watching longer would tell nothing new (a BLAS call that
         is still starting its threads uses some CPU on its own thread meanwhile)."""
-        return self.fraction < WAITING_BELOW_CPU_FRACTION / 2 and self.native < NATIVE_MIN_SHARE
+        return (self.fraction < WAITING_BELOW_CPU_FRACTION / 2
+                and self.native < NATIVE_MIN_SHARE and not self.imported)
 
 
 class Profile:
@@ -93,6 +98,7 @@ class Profile:
         self.native = 0.0  # CPU of the process's other threads per CPU second of a call
         self._native_sums = [0.0, 0.0, 0.0]  # others' CPU, own CPU, wall: every call read
         self._runs_native = False
+        self._confirm = False  # the probe was atypical: measure the next call the same way
         self.on_a_clock: bool | None = None  # the probe slept on a timer (None: not seen)
         self.gate: Gate | None = None  # made once its calls turn out to wait
         self._lock = threading.Lock()
@@ -126,7 +132,7 @@ class Profile:
         """Wait until the probe finished or ran ``PROBE_SECONDS``; decide from what it did."""
         caller0 = time.thread_time()  # this thread's CPU is no native helper's
         self._probe_started.wait(PROBE_START_SECONDS)
-        if not self._decided.wait(PROBE_SECONDS):
+        if not self._glance_until(time.perf_counter() + PROBE_SECONDS):
             reading = self._read_running_probe(time.thread_time() - caller0)
             if reading is None or not reading.clearly_waits():
                 self._decided.wait(PROBE_COMPUTING_SECONDS - PROBE_SECONDS)
@@ -136,6 +142,19 @@ class Profile:
                 self._set(self._classify_reading(reading))
             assert self.decision is not None
             return self.decision
+
+    def _glance_until(self, deadline: float) -> bool:
+        """Wait for the probe's decision until ``deadline``, looking meanwhile at what its
+        thread waits on (a sleep of a millisecond ends before one look at the end would
+        see it); whether it was decided."""
+        while (left := deadline - time.perf_counter()) > 0:
+            if self._decided.wait(min(left, _GLANCE_SECONDS)):
+                return True
+            clock = self._probe_clock
+            if clock is not None and self.on_a_clock is not False:
+                seen = waiting_on_a_clock(clock.native_id)
+                self.on_a_clock = seen if seen is not None else self.on_a_clock
+        return self._decided.is_set()
 
     def wait_for_decision(self) -> Decision:
         """The decision, once the probe that another caller started has made it."""
@@ -168,14 +187,15 @@ class Profile:
             cpu = process_cpu = wall
         return _Reading(wall, cpu_fraction(cpu, wall, delay),
                         native_share(process_cpu - cpu - caller_cpu, cpu, wall),
-                        clock.native_id)
+                        clock.native_id, len(sys.modules) != clock.modules)
 
     def _classify_reading(self, reading: _Reading | None) -> Decision:
         if reading is None:
             return self._classify(PROBE_SECONDS, 0.0)
-        if reading.waits():
+        if reading.waits() and self.on_a_clock is None:
             self.on_a_clock = waiting_on_a_clock(reading.native_id)  # waiting: on what?
         self._judge_native(reading.native)
+        self._confirm = reading.imported
         wall = max(reading.wall, PROBE_SECONDS)  # the probe ran at least this long, and goes on
         return self._classify(wall, reading.fraction, seen=wall)
 
@@ -195,18 +215,33 @@ class Profile:
 
     def probe_began(self, cpu0: float, delay0: float, process0: float, wall0: float) -> None:
         self._probe_clock = _ProbeClock(threading.get_ident(), threading.get_native_id(), cpu0,
-                                        delay0, process0, wall0)
+                                        delay0, process0, wall0, len(sys.modules))
         self._probe_started.set()
 
+    def take_confirmation(self) -> bool:
+        """True once after a probe that imported modules: the next call is measured like a
+        probe, and its numbers replace the probe's."""
+        with self._lock:
+            confirm, self._confirm = self._confirm, False
+            return confirm
+
     def record(self, calls: int, seconds: float, cpu: float | None, delay: float = 0.0,
-               process_cpu: float | None = None) -> None:
+               process_cpu: float | None = None, *, atypical: bool = False,
+               replaces: bool = False) -> None:
         """``calls`` calls took ``seconds``, ``cpu`` of them on the CPU (None: not measured),
-        ``delay`` waiting for a CPU, while the whole process used ``process_cpu``."""
+        ``delay`` waiting for a CPU, while the whole process used ``process_cpu``.
+
+        ``atypical``: the probe imported modules (a first call's one-off cost), so the next
+        call confirms; ``replaces``: that confirming call, which replaces what came before.
+        """
         with self._lock:
             self.calls += calls
             self.seconds += seconds
+            if replaces:
+                self._recent = _Sums()
             self._recent.add(calls, seconds, cpu, delay, process_cpu)
-            if self.calls >= self._next_review or self.decision is None:
+            self._confirm = self._confirm or atypical
+            if self.calls >= self._next_review or self.decision is None or replaces:
                 self._next_review = 2 * self.calls  # review at 1, 2, 4, 8... calls
                 self._review()
 
@@ -305,7 +340,7 @@ class _Sums:
 
 
 def measured(task: Task, profile: Profile, *, probe: bool = False, precise: bool,
-             alone: bool = False) -> Task:
+             alone: bool = False, confirms: bool = False) -> Task:
     """``task`` as a call that measures its own wall and CPU time into ``profile``.
 
     Every task measures its wall time; a ``precise`` one also its CPU time and how long its
@@ -313,16 +348,16 @@ def measured(task: Task, profile: Profile, *, probe: bool = False, precise: bool
     the whole process's CPU time, which other calls running beside it would blur.
     """
     inner = dataclasses.replace(task, fn=unpickled(task.fn))
-    return Task(_Measure(inner, profile, probe, precise, alone or probe))
+    return Task(_Measure(inner, profile, probe, precise, alone or probe, confirms))
 
 
 class _Measure:
     """Runs a task and records how long it took and how much of that was CPU time."""
 
-    def __init__(self, inner: Task, profile: Profile, probe: bool, precise: bool, alone: bool
-                 ) -> None:
+    def __init__(self, inner: Task, profile: Profile, probe: bool, precise: bool, alone: bool,
+                 confirms: bool) -> None:
         self.inner, self.profile, self.probe, self.precise = inner, profile, probe, precise
-        self.alone = alone
+        self.alone, self.confirms = alone, confirms
         self.__qualname__ = profile.name
 
     def __call__(self) -> Any:
@@ -332,7 +367,7 @@ class _Measure:
                 return run_task(self.inner)
             finally:
                 self.profile.record(self.inner.size, time.perf_counter() - wall0, None)
-        delay0, process0 = run_delay(), time.process_time()
+        delay0, process0, modules0 = run_delay(), time.process_time(), len(sys.modules)
         cpu0, wall0 = time.thread_time(), time.perf_counter()
         if self.probe:
             self.profile.probe_began(cpu0, delay0, process0, wall0)
@@ -343,4 +378,6 @@ class _Measure:
             # A probe still running when the decision came had company from then on.
             alone = self.alone and not (self.probe and self.profile.decision is not None)
             process_cpu = time.process_time() - process0 if alone else None
-            self.profile.record(self.inner.size, wall, cpu, run_delay() - delay0, process_cpu)
+            imported = self.probe and len(sys.modules) != modules0
+            self.profile.record(self.inner.size, wall, cpu, run_delay() - delay0, process_cpu,
+                                atypical=imported, replaces=self.confirms)
