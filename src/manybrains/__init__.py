@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from .insights import Insights as Insights
     from .ipc.autoshare import set_array_threshold as set_array_threshold
     from .ipc.queue import Queue as Queue
+    from .ipc.semaphore import Lock as Lock
+    from .ipc.semaphore import Semaphore as Semaphore
     from .ipc.queue import QueueClosed as QueueClosed
     from .ipc.shared import Array as Array
     from .ipc.shared import Value as Value
@@ -75,6 +77,8 @@ _EXPORTS = {
     "spawn": "._spawn",
     "set_array_threshold": ".ipc.autoshare",
     "Queue": ".ipc.queue",
+    "Lock": ".ipc.semaphore",
+    "Semaphore": ".ipc.semaphore",
     "QueueClosed": ".ipc.queue",
     "Array": ".ipc.shared",
     "Value": ".ipc.shared",

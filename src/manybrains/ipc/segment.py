@@ -22,6 +22,8 @@ from collections import OrderedDict
 PREFIX = "mb"
 _MODE = 0o600
 _CACHE_SIZE = 64  # attached segments kept mapped per process
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux
+_POPULATE_FROM = 1 << 20
 
 
 def new_name(kind: str = "") -> str:
@@ -38,11 +40,12 @@ class Segment:
 
     __slots__ = ("__weakref__", "_fd", "buf", "name", "size")
 
-    def __init__(self, name: str, size: int, fd: int) -> None:
+    def __init__(self, name: str, size: int, fd: int, *, populate: bool = False) -> None:
         self.name = name
         self.size = size
         self._fd = fd
-        self.buf = memoryview(mmap.mmap(fd, max(size, 1)))
+        flags = mmap.MAP_SHARED | (_POPULATE if populate else 0)
+        self.buf = memoryview(mmap.mmap(fd, max(size, 1), flags=flags))
 
     @classmethod
     def create(cls, size: int, name: str | None = None) -> Segment:
@@ -68,7 +71,10 @@ class Segment:
                 "closed it or exited; keep the owning object alive while others use it"
             ) from None
         try:
-            return cls(name, os.fstat(fd).st_size, fd)
+            size = os.fstat(fd).st_size
+            # Map every page of existing data at once: a reader touching them one by one
+            # pays a page fault each, many times slower than mapping them in one call.
+            return cls(name, size, fd, populate=size >= _POPULATE_FROM)
         except BaseException:
             os.close(fd)
             raise

@@ -17,7 +17,10 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from multiprocessing.context import BaseContext
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .template import Template
 
 WORKER_MODULE = "manybrains.backends.processes.worker"
 
@@ -49,7 +52,7 @@ def choose(start_method: str | BaseContext | None) -> Launch:
     """The way to start processes for ``start_method`` (a name, a context, or None)."""
     _refuse_nested_start()
     if isinstance(start_method, BaseContext):
-        return Launch(_prepared(start_method), "the context passed in")
+        return _stdlib_launch(start_method, "the context passed in")
     method = start_method or default_start_method()
     if method == "template":
         return _template_launch(explicit=start_method is not None)
@@ -58,8 +61,12 @@ def choose(start_method: str | BaseContext | None) -> Launch:
         choices = ", ".join(map(repr, ["template", *available]))
         raise ValueError(f"start_method={method!r} is not available here; choose one of "
                          f"{choices}")
-    launch = Launch(_prepared(multiprocessing.get_context(method)), f"start_method={method!r}")
-    if method == "fork":  # workers are copies of this process, as from a template
+    return _stdlib_launch(multiprocessing.get_context(method), f"start_method={method!r}")
+
+
+def _stdlib_launch(context: BaseContext, reason: str) -> Launch:
+    launch = Launch(_prepared(context), reason)
+    if launch.method == "fork":  # workers are copies of this process, as from a template
         from ... import _mainspace
 
         launch.inherited_globals = _mainspace.snapshot()
@@ -85,11 +92,23 @@ def _template_launch(*, explicit: bool) -> Launch:
 
     found, reason = template.acquire()
     if found is None:
-        return Launch(_prepared(multiprocessing.get_context("forkserver")), reason)
+        return _stdlib_launch(multiprocessing.get_context("forkserver"), reason)
     launch = Launch(template.TemplateContext(found), reason, found.release)
     launch.inherited_globals = found.snapshot
     launch.inherited_memory = found.semaphores
     return launch
+
+
+def hold_template(start_method: str | BaseContext | None) -> Template | None:
+    """A template kept for process pools started later, if they will use one (see
+    :func:`.template.hold`); None otherwise. Release it when done."""
+    if isinstance(start_method, BaseContext) or not sys.platform.startswith("linux"):
+        return None
+    if (start_method or default_start_method()) != "template":
+        return None
+    from . import template
+
+    return template.hold()
 
 
 @contextlib.contextmanager

@@ -54,10 +54,13 @@ from ..._errors import (
     BrokenPool,
     InitializerFailed,
     SerializationError,
+    UnpicklingFailed,
     WorkerCrashed,
+    also_like,
     check_open,
     describe_exit,
     rebuild_error,
+    unpicklable_task,
 )
 from ..._future import set_exception, set_result
 from ..._remote import RemoteTraceback, attach
@@ -251,6 +254,8 @@ class Supervisor:
 
     def _shutdown(self, cancel_futures: bool, kill: bool) -> None:
         self._closing = True
+        if not kill:  # as in the stdlib, tasks a worker can take now are under way already:
+            self._dispatch()  # cancel_futures cancels only the ones still waiting
         if cancel_futures or kill:
             while self._pending:
                 record = self._pending.popleft()
@@ -305,7 +310,9 @@ class Supervisor:
     def _claim(self, record: Record) -> bool:
         """False when the caller cancelled the task before it could start."""
         if self._options.mark_running:
-            return record.future.set_running_or_notify_cancel()
+            # A task sent again (its worker died before starting it) is already RUNNING.
+            future = record.future
+            return future.running() or future.set_running_or_notify_cancel()
         return not record.future.cancelled()
 
     def _send(self, w: WorkerSlot, record: Record) -> None:
@@ -409,7 +416,7 @@ class Supervisor:
         try:
             payload = loads(body)
         except BaseException as load_error:  # noqa: BLE001 - a bad result fails its task alone
-            error = SerializationError(
+            error = UnpicklingFailed(
                 f"cannot unpickle the result of {record.label}: {load_error!r}")
             error.__cause__ = load_error
             return self._fail(record, error)
@@ -424,10 +431,13 @@ class Supervisor:
         if kind == protocol.ERROR:
             task_error, tb = payload
             return self._fail(record, attach(task_error, tb))
-        message, tb = payload
-        error = SerializationError(f"{record.label}: {message}")
-        error.__cause__ = RemoteTraceback(tb)
-        self._fail(record, error)
+        if kind == protocol.BAD_TASK:
+            task_error, tb = payload
+            return self._fail(record, unpicklable_task(record.label, attach(task_error, tb)))
+        message, tb, *original = payload
+        unpicklable = SerializationError(f"{record.label}: {message}")
+        unpicklable.__cause__ = RemoteTraceback(tb)
+        self._fail(record, also_like(unpicklable, original[0]) if original else unpicklable)
 
     def _fail(self, record: Record, error: BaseException) -> None:
         self.counters["failed"] += 1
