@@ -6,8 +6,10 @@
     ├── BackendNotFound (LookupError)   unknown backend, or its extra is not installed
     ├── BrokenPool (BrokenProcessPool)  the pool cannot run the task
     │   ├── WorkerCrashed               the worker died while holding the task
-    │   └── InitializerFailed           the initializer raised or crashed
+    │   ├── InitializerFailed           the initializer raised or crashed
+    │   └── UnpicklingFailed            a task (in its worker) or result could not be unpickled
     ├── SerializationError (PicklingError)  a task, argument or result could not be (un)pickled
+    │   └── UnpicklingFailed (UnpicklingError)
     └── PoolClosed (RuntimeError, ValueError)  the pool was used after shutdown
 
 A task's own exception is never wrapped: it is re-raised with its own type and the worker's
@@ -64,6 +66,30 @@ class SerializationError(ManybrainsError, pickle.PicklingError):
     A ``pickle.PicklingError``, so code written for the stdlib pools catches it;
     :func:`also_as` makes one that is also an instance of the error that caused it.
     """
+
+
+class UnpicklingFailed(SerializationError, pickle.UnpicklingError, BrokenPool):
+    """A task could not be unpickled in its worker, or its result in the parent.
+
+    Only that task fails. It is a ``BrokenProcessPool`` because that is what
+    ``concurrent.futures`` reports there (where its whole pool breaks).
+    """
+
+
+def unpicklable_task(label: str, original: BaseException) -> BaseException:
+    """The worker could not unpickle ``label``'s function or arguments: an
+    :class:`UnpicklingFailed` that is also an instance of what unpickling raised."""
+    error = UnpicklingFailed(f"{label}: the worker could not unpickle the task: {original!r}")
+    error.__cause__ = original
+    return also_like(error, original)
+
+
+def also_like(error: BaseException, original: BaseException) -> BaseException:
+    """:func:`also_as` the type of ``original``, keeping a ``SystemExit``'s exit code."""
+    combined = also_as(error, type(original))
+    if isinstance(combined, SystemExit) and isinstance(original, SystemExit):
+        combined.code = original.code  # else an uncaught one would exit with status 0
+    return combined
 
 
 class PoolClosed(ManybrainsError, RuntimeError, ValueError):
