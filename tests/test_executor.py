@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import gc
 import multiprocessing
 import os
+import pickle
 import signal
 import time
+import weakref
 from concurrent.futures.process import BrokenProcessPool
 
 import pytest
+from dropin_tasks import Payload, RefusesPickle, make_payload
 from tasks import add, fail_on, pid_of, recall, remember, sleep_then, square
 
 import manybrains as mb
@@ -142,3 +146,57 @@ def test_one_pid_per_worker():
     with mb.ProcessPoolExecutor(2) as ex:
         pids = set(ex.map(pid_of, [0.3] * 6))
     assert 1 <= len(pids) <= 2 and os.getpid() not in pids
+
+
+# ---- faults reported the stdlib's way ----------------------------------------------------
+
+
+def test_unpicklable_argument_fails_its_future_instead_of_submit():
+    with mb.ProcessPoolExecutor(1) as ex:
+        future = ex.submit(square, RefusesPickle())
+        error = future.exception(timeout=30)
+        assert isinstance(error, pickle.PicklingError)  # what the stdlib's future holds
+        assert isinstance(error, RuntimeError)  # what the argument's __reduce__ raised
+        assert isinstance(error, mb.SerializationError)
+        assert "positional argument 0" in str(error)
+        assert ex.submit(square, 3).result(timeout=30) == 9
+
+
+def test_map_raises_an_unpicklable_item_in_its_place():
+    with mb.ProcessPoolExecutor(1) as ex:
+        results = ex.map(square, [1, 2, RefusesPickle(), 4])
+        assert [next(results), next(results)] == [1, 4]
+        with pytest.raises(pickle.PicklingError, match="item 0 of the input"):
+            next(results)
+
+
+def test_map_keeps_no_reference_to_a_result_it_yielded():
+    with mb.ProcessPoolExecutor(2) as ex:
+        for obj in ex.map(make_payload, range(6), chunksize=3):
+            ref = weakref.ref(obj)
+            del obj
+            gc.collect()
+            assert ref() is None
+
+
+def test_a_finished_task_lets_its_arguments_go_and_insights_keep_a_short_repr():
+    with mb.ProcessPoolExecutor(1) as ex:
+        payload = Payload(1 << 20)
+        ref = weakref.ref(payload)
+        assert ex.submit(repr, payload).result(timeout=30) == "Payload(1048576)"
+        del payload
+        gc.collect()
+        assert ref() is None
+        slowest = ex._pool.insights().slowest
+        assert [s.arguments for s in slowest] == ["(Payload(1048576))"]
+
+
+def test_shutdown_cancel_futures_lets_tasks_already_handed_to_workers_finish():
+    ex = mb.ProcessPoolExecutor(2)
+    futures = [ex.submit(sleep_then, 0.1, i) for i in range(30)]
+    ex.shutdown(cancel_futures=True)
+    cancelled = [f for f in futures if f.cancelled()]
+    finished = [f for f in futures if not f.cancelled()]
+    assert len(cancelled) >= 20
+    assert finished, "the tasks the workers already held must finish"
+    assert all(f.done() and f.exception() is None for f in finished)
