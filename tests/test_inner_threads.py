@@ -22,7 +22,6 @@ from manybrains.backends.processes import inner_threads
 pytest.importorskip("numpy")
 pytest.importorskip("threadpoolctl")
 
-PENDING = pytest.mark.xfail(strict=True, reason="pending: worker calls inner_threads.apply")
 CPUS = usable_cpus()
 needs_two_cpus = pytest.mark.skipif(CPUS < 2, reason="one CPU: the cap and no cap are the same")
 
@@ -149,7 +148,7 @@ if __name__ == "__main__":
     with mb.Pool(WORKERS, start_method=METHOD, **options) as pool:
         report("threads", pool.map(blas_threads, range(2 * WORKERS), chunksize=1))
 """
-WIRING = ["initializer", pytest.param("engine", marks=PENDING)]
+WIRING = ["initializer", "engine"]
 
 
 def _pool_threads(method: str | None, wiring: str, *, workers: int, numpy_first: bool = False,
@@ -171,7 +170,7 @@ def test_workers_get_their_share_by_default(method: str | None, wiring: str,
 
 
 @needs_two_cpus
-@pytest.mark.parametrize("wiring", ["initializer", "engine"])
+@pytest.mark.parametrize("wiring", WIRING)
 @pytest.mark.parametrize("method", START_METHODS)
 def test_the_users_variable_wins_over_the_default(method: str, wiring: str):
     mine = 2 if inner_threads.default(2) == 1 else 1

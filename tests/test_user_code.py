@@ -287,16 +287,16 @@ def _check(case: str, outcome: usercode.Outcome) -> None:
 # "case/methods/modes": each part one name, a comma-separated list, or "*" for any.
 # The lead removes an entry once the worker model gives it.
 PENDING: set[str] = {
-    # functions from __main__ travel by value, each with a copy of its globals of its own
-    "pool_initializer_global/*/*", "executor_initializer_global/*/*", "cache_persists/*/*",
-    # stdlib primitives are refused outside inheritance; the error names no way that works
-    "stdlib_initargs_pool/*/*", "stdlib_initargs_executor/*/*", "stdlib_spawn_args/*/*",
-    "stdlib_lock_task_argument/*/*",
-    # workers started from a new interpreter re-run the script (or a file named <stdin>)
-    "parent_globals_unchanged/forkserver,spawn,default/stdin",
-    "rebind_seen/forkserver,spawn,default/stdin",
-    "unguarded_pool/forkserver,spawn,default/file,stdin",
-    "unguarded_spawn/forkserver,spawn,default/file,stdin",
+    # piped to `python -`, a forkserver or spawn worker tries to re-run a file named <stdin>
+    "pool_initializer_global,executor_initializer_global,cache_persists,"
+    "parent_globals_unchanged,rebind_seen,stdlib_initargs_pool,stdlib_initargs_executor,"
+    "stdlib_spawn_args/forkserver,spawn/stdin",
+    # without a main guard, forkserver workers re-run the script too (only spawn must), and
+    # under spawn the parent's own error does not say to add the guard
+    "unguarded_spawn,unguarded_pool/forkserver,spawn/file,stdin",
+    # a kernel runs threads, so the default falls back to a forkserver, which a plain
+    # multiprocessing.Lock() (the 'fork' context's, on Python < 3.14) cannot reach
+    "stdlib_initargs_pool,stdlib_initargs_executor,stdlib_spawn_args/default/notebook",
 }
 
 
