@@ -39,9 +39,9 @@ if TYPE_CHECKING:
     from .insights import Insights as Insights
     from .ipc.autoshare import set_array_threshold as set_array_threshold
     from .ipc.queue import Queue as Queue
+    from .ipc.queue import QueueClosed as QueueClosed
     from .ipc.semaphore import Lock as Lock
     from .ipc.semaphore import Semaphore as Semaphore
-    from .ipc.queue import QueueClosed as QueueClosed
     from .ipc.shared import Array as Array
     from .ipc.shared import Value as Value
     from .ipc.sharedarray import SharedArray as SharedArray

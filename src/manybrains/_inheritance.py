@@ -30,16 +30,17 @@ Ranges = list[tuple[int, int]]
 
 
 @contextlib.contextmanager
-def starting(inherited_memory: Ranges | None) -> Iterator[None]:
+def starting(inherited_memory: Ranges | None, kept: object = None) -> Iterator[None]:
     """Within the block, pickle for a process being started.
 
     ``inherited_memory``: the semaphore mappings the new process inherits (a template's),
-    or None when it inherits none.
+    or None when it inherits none. ``kept``: an object the new process inherits as it is
+    (see :func:`inherit`): it is pickled as a reference to that copy.
     """
     from multiprocessing.context import get_spawning_popen, set_spawning_popen
 
     previous = getattr(_local, "start", None)
-    _local.start = (inherited_memory,)
+    _local.start = (inherited_memory, kept)
     stand_in = get_spawning_popen() is None
     if stand_in:  # the stdlib checks that a process is being started; one is, by us
         set_spawning_popen(_Collector())  # type: ignore[arg-type]
@@ -65,13 +66,52 @@ class _Collector:
             raise RuntimeError("a descriptor of a trial pickle was unpickled")
 
 
+class Kept:
+    """What every process a pool (or ``spawn``) starts needs: its initializer and initargs.
+
+    An object of its own, so the pickler sees it (picklers never ask about plain tuples).
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __getstate__(self) -> Any:
+        return self.value
+
+    def __setstate__(self, value: Any) -> None:
+        self.value = value
+
+
+_kept: object = None  # in a template and its workers: what the pool asked it to keep
+
+
+def inherit(kept: object) -> None:
+    """In a template: ``kept`` is in this process's memory, for every worker it forks."""
+    global _kept
+    _kept = kept
+
+
+def _kept_object() -> object:
+    return _kept
+
+
+def reduce_kept(obj: Any) -> Any:
+    """A reference to the starting process's inherited copy of ``obj``, or NotImplemented."""
+    start = getattr(_local, "start", None)
+    if start is not None and start[1] is not None and obj is start[1]:
+        return (_kept_object, ())
+    return NotImplemented
+
+
 def reduce_semlock(lock: Any) -> Any:
     """How a ``multiprocessing`` SemLock travels to a starting process, or NotImplemented."""
     start = getattr(_local, "start", None)
     semlock = lock._semlock
     if start is None or semlock.name is not None:
         return NotImplemented  # the stdlib's way: refused, or opened by name
-    (inherited,) = start
+    inherited = start[0]
     if inherited is None:
         raise TypeError(
             f"this multiprocessing {type(lock).__name__} was made by the default 'fork' "

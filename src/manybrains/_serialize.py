@@ -49,7 +49,9 @@ class Pickler(SharingPickler):
                               ForkingPickler._extra_reducers)  # type: ignore[attr-defined]
 
     def reducer_override(self, obj: Any) -> Any:
-        reduction = _mainspace.reduce(obj)
+        reduction = _inheritance.reduce_kept(obj)
+        if reduction is NotImplemented:
+            reduction = _mainspace.reduce(obj)
         if reduction is NotImplemented and isinstance(obj, _semlock_type()):
             reduction = _inheritance.reduce_semlock(obj)
         if reduction is NotImplemented:

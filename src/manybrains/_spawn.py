@@ -20,6 +20,7 @@ from multiprocessing.context import BaseContext
 from typing import Any, Generic, TypeVar
 
 from ._errors import SerializationError, WorkerCrashed, describe_exit
+from ._inheritance import Kept
 from ._remote import attach, format_exception, portable
 from ._serialize import dumps, dumps_checked, loads
 from ._task import function_name
@@ -44,23 +45,24 @@ def spawn(fn: Any, /, *args: Any, start_method: str | BaseContext | None = None,
     """
     if not callable(fn):
         raise TypeError(f"expected a callable, got {type(fn).__name__}: {fn!r}")
-    launch = choose(start_method)
+    call = Kept((fn, args, kwargs))
+    launch = choose(start_method, keep=call)  # a fresh template keeps the call: inherited
     try:
-        return _start(launch, fn, args, kwargs)
+        return _start(launch, call)
     except BaseException:
         launch.release()
         raise
 
 
-def _start(launch: Launch, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-           ) -> Handle[Any]:
-    call = Setup((fn, args, kwargs))  # pickled as the process starts: mp primitives travel
+def _start(launch: Launch, call: Kept) -> Handle[Any]:
+    fn = call.value[0]
+    setup = Setup((call,))  # pickled as the process starts: mp primitives travel
     if launch.method != "fork":
         with starting(launch):  # fails here, naming the argument, rather than in the child
-            dumps_checked(call, header=b"", parts=lambda: _parts(fn, args, kwargs))
+            dumps_checked(setup, header=b"", parts=lambda: _parts(*call.value))
     reader, writer = launch.context.Pipe(duplex=False)
     process = launch.context.Process(
-        target=_child_main, args=(writer, call), name=f"manybrains-spawn-{function_name(fn)}")
+        target=_child_main, args=(writer, setup), name=f"manybrains-spawn-{function_name(fn)}")
     try:
         with starting(launch):
             process.start()
@@ -176,7 +178,8 @@ class Handle(Generic[R]):
 def _child_main(conn: Connection, call: Setup) -> None:
     """What the new process runs: the call, then one message with its outcome."""
     try:
-        fn, args, kwargs = call.load()
+        (kept,) = call.load()
+        fn, args, kwargs = kept.value
         outcome: tuple[bool, Any] = (True, fn(*args, **kwargs))
     except BaseException as exc:  # noqa: BLE001 - SystemExit too: it is the call's outcome
         outcome = (False, portable(exc))

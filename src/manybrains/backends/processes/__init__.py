@@ -12,6 +12,7 @@ import itertools
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from ..._inheritance import Kept
 from ..._mainspace import sending_to
 from ..._serialize import dumps_checked
 from ..._task import Task, function_name, unwrap
@@ -47,7 +48,9 @@ class ProcessBackend(Backend):
         from .context import choose
 
         self._options = options
-        self._launch = launch = choose(options.start_method)
+        # A fresh template keeps the initializer and initargs: its workers inherit them.
+        keep = Kept((options.initializer, options.initargs))
+        self._launch = launch = choose(options.start_method, keep=keep)
         self._arena = Arena()  # shared memory for big array arguments, reused across tasks
         try:
             self._supervisor = self._supervise(options, launch)

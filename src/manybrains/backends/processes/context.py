@@ -45,17 +45,22 @@ class Launch:
         # manybrains._mainspace) and semaphore memory; None when it inherits nothing.
         self.inherited_globals: dict[str, str] | None = None
         self.inherited_memory: list[tuple[int, int]] | None = None
+        self.kept: object = None  # inherited as it is by every process this starts
         self.release = release  # call once no process will be started any more
 
 
-def choose(start_method: str | BaseContext | None) -> Launch:
-    """The way to start processes for ``start_method`` (a name, a context, or None)."""
+def choose(start_method: str | BaseContext | None, keep: object = None) -> Launch:
+    """The way to start processes for ``start_method`` (a name, a context, or None).
+
+    ``keep``: what every process started needs (a pool's initializer and initargs); a fresh
+    template holds it, and its processes inherit it instead of unpickling a copy.
+    """
     _refuse_nested_start()
     if isinstance(start_method, BaseContext):
         return _stdlib_launch(start_method, "the context passed in")
     method = start_method or default_start_method()
     if method == "template":
-        return _template_launch(explicit=start_method is not None)
+        return _template_launch(explicit=start_method is not None, keep=keep)
     available = multiprocessing.get_all_start_methods()
     if method not in available:
         choices = ", ".join(map(repr, ["template", *available]))
@@ -83,19 +88,20 @@ def _refuse_nested_start() -> None:
             "default start method, which never re-runs the script")
 
 
-def _template_launch(*, explicit: bool) -> Launch:
+def _template_launch(*, explicit: bool, keep: object) -> Launch:
     if not sys.platform.startswith("linux"):
         if explicit:
             raise ValueError("start_method='template' needs Linux; choose 'spawn'")
         return Launch(multiprocessing.get_context("spawn"), "the default off Linux")
     from . import template
 
-    found, reason = template.acquire()
+    found, reason = template.acquire(keep=keep)
     if found is None:
         return _stdlib_launch(multiprocessing.get_context("forkserver"), reason)
     launch = Launch(template.TemplateContext(found), reason, found.release)
     launch.inherited_globals = found.snapshot
     launch.inherited_memory = found.semaphores
+    launch.kept = found.kept if found.kept is keep else None
     return launch
 
 
@@ -117,7 +123,7 @@ def starting(launch: Launch) -> Iterator[None]:
     from ... import _inheritance, _mainspace
 
     with _mainspace.sending_to(launch.inherited_globals), \
-            _inheritance.starting(launch.inherited_memory):
+            _inheritance.starting(launch.inherited_memory, launch.kept):
         yield
 
 

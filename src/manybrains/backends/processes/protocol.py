@@ -29,6 +29,7 @@ BAD_RESULT = 14  # the result could not be pickled: pickled (message, traceback)
 LOG = 15  # a logging record emitted in the worker: pickled dict of its attributes
 OUTPUT = 16  # bytes the worker wrote to sys.stdout (task id 1) or sys.stderr (2)
 START_FAILED = 17  # the pool's setup (initializer, initargs) could not be unpickled
+BAD_TASK = 18  # the task could not be unpickled: pickled (exception, traceback)
 
 _REQUEST = struct.Struct("<BQ")  # kind, task id
 # kind, task id, seconds running, resident bytes, seconds (un)pickling (stamped last)

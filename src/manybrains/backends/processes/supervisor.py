@@ -63,6 +63,7 @@ from ..._errors import (
     unpicklable_task,
 )
 from ..._future import set_exception, set_result
+from ..._inheritance import Kept
 from ..._remote import RemoteTraceback, attach
 from ..._serialize import dumps_checked, loads
 from ..._task import ChunkOutcome
@@ -90,8 +91,12 @@ class Supervisor:
 
     def __init__(self, options: EngineOptions) -> None:
         self._options = options
-        inherited = options.launch.inherited_globals if options.launch.method == "fork" else None
-        self._setup = worker.Setup((options.initializer, options.initargs, os.getpid(),
+        launch = options.launch
+        inherited = launch.inherited_globals if launch.method == "fork" else None
+        # The very object a template kept, so that it travels as a reference to its copy.
+        initialization = (launch.kept if launch.kept is not None
+                          else Kept((options.initializer, options.initargs)))
+        self._setup = worker.Setup((initialization, os.getpid(),
                                     options.max_memory_per_worker is not None,
                                     _worker_output.parent_levels(), inherited))
         self._check_setup()

@@ -54,17 +54,19 @@ _lock = threading.Lock()
 _newest: Template | None = None
 
 
-def acquire(*, fresh: bool = True) -> tuple[Template | None, str]:
+def acquire(*, fresh: bool = True, keep: object = None) -> tuple[Template | None, str]:
     """A template for a new pool (held until :meth:`Template.release`), or None and why not.
 
     With ``fresh``, a new one is forked when this process runs a single thread, so that it
-    holds everything imported and defined so far; otherwise the newest live one is reused.
+    holds everything imported and defined so far, and ``keep`` (the pool's initializer and
+    initargs): its workers then inherit that object instead of unpickling a copy (see
+    :attr:`Template.kept`). Otherwise the newest live one is reused.
     """
     global _newest
     with _lock:
         alone = threading.active_count() == 1 and not _in_template
         if alone and (fresh or _newest is None or _newest.closed):
-            _newest = Template()
+            _newest = Template(keep)
         elif _newest is None or _newest.closed:
             return None, (f"{threading.active_count()} threads run in this process and no "
                           "template was made before they started, so workers come from "
@@ -90,9 +92,10 @@ _in_template = False  # true in a template process: it never forks templates its
 class Template:
     """One template process and the socket that asks it for workers."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: object = None) -> None:
         self.users = 0
         self.closed = False
+        self.kept = keep  # in the template's memory too: its workers inherit it as it is
         self.snapshot = _mainspace.snapshot()
         self.semaphores = _inheritance.semaphore_memory()  # locks its workers can inherit
         self._lock = threading.Lock()  # one request at a time on the socket
@@ -101,7 +104,7 @@ class Template:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the template, measured by its workers
             ours.close()
-            _run_template(theirs, parent_pid, self.snapshot)
+            _run_template(theirs, parent_pid, self.snapshot, keep)
         theirs.close()
         self.pid = pid
         self._socket = ours
@@ -207,7 +210,7 @@ class TemplateProcess:
         set_spawning_popen(passing)  # type: ignore[arg-type]  # multiprocessing objects may travel (see _FdPassing)
         try:
             with _mainspace.sending_to(self._template.snapshot), \
-                    _inheritance.starting(self._template.semaphores):
+                    _inheritance.starting(self._template.semaphores, self._template.kept):
                 payload = ForkingPickler.dumps((self._target, self._args, self.name))
             self.pid = self._template.start(bytes(payload), [write_end, *passing.fds])
         except BaseException:
@@ -307,14 +310,15 @@ class TemplateContext:
 # ---- the template process --------------------------------------------------------------------
 
 
-def _run_template(sock: socket.socket, parent_pid: int, snapshot: dict[str, str]
-                  ) -> None:  # pragma: no cover - runs in the template
+def _run_template(sock: socket.socket, parent_pid: int, snapshot: dict[str, str],
+                  kept: object) -> None:  # pragma: no cover - runs in the template
     global _in_template
     _in_template = True
     code = 0
     try:
         _detach(parent_pid)
         _mainspace.inherit(snapshot)
+        _inheritance.inherit(kept)
         _Server(sock).serve()
     except BaseException:  # noqa: BLE001 - the template has nobody to raise to
         code = 1

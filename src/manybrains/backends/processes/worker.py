@@ -67,7 +67,8 @@ def main(conn: Connection, threads: tuple[int | None, int], setup: Setup) -> Non
     inner_threads.cap(*threads)
     hand_off_results()  # big result arrays go back through shared memory, not the pipe
     try:
-        initializer, initargs, parent_pid, measure_memory, log_levels, inherited = setup.load()
+        kept, parent_pid, measure_memory, log_levels, inherited = setup.load()
+        initializer, initargs = kept.value
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
         _send(conn, _error_frame(protocol.START_FAILED, 0, 0.0, exc))
         return
@@ -105,12 +106,12 @@ def _serve(conn: Connection, rss: Any) -> None:
 
 
 def _run(payload: memoryview) -> tuple[int, float, Any]:
-    """Run one task: ``(RESULT or ERROR, seconds, what to send back)``."""
+    """Run one task: ``(RESULT, ERROR or BAD_TASK, seconds, what to send back)``."""
     start = time.perf_counter()
     try:
         fn, args, kwargs, items, star = loads(payload)
     except BaseException as exc:  # noqa: BLE001 - a task that cannot be unpickled fails alone
-        return protocol.ERROR, 0.0, portable(exc)
+        return protocol.BAD_TASK, 0.0, portable(exc)
     if items is None:
         try:
             value = fn(*args, **kwargs)
@@ -127,7 +128,8 @@ def _frame(kind: int, task_id: int, elapsed: float, rss: int, body: Any) -> Fram
     except BaseException as exc:  # noqa: BLE001 - an unpicklable result fails its task alone
         message = f"cannot pickle the result ({type(body).__qualname__}): {exc}"
         header = protocol.reply(protocol.BAD_RESULT, task_id, elapsed, rss)
-        return dumps((message, format_exception(exc)), header=header)
+        # the exception too: the caller's error is also an instance of its type
+        return dumps((message, format_exception(exc), portable(exc)[0]), header=header)
 
 
 def _error_frame(kind: int, task_id: int, elapsed: float, exc: BaseException) -> Frame:
