@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
-from tasks import square
+from tasks import fail_on, square
 
 import manybrains as mb
 from manybrains.advisor import classify
@@ -100,11 +104,19 @@ def test_a_timeout_keeps_cheap_calls_off_the_caller(pool):
 
 
 def test_statistics_aggregate_the_engines(pool):
-    pool.map(waits, range(3))
-    pool.map(square, range(3))
+    pool.map(waits, range(3), chunksize=1)  # 3 tasks: the probe and two more, on threads
+    pool.map(square, range(3), chunksize=1)  # 3 tasks: the probe on a thread, then inline
+    with pytest.raises(ValueError):
+        pool.submit(fail_on, 3).result(timeout=10)  # 1 task, failed (the probe, a thread)
     stats = pool.statistics()
     assert stats["backend"] == "auto"
-    assert stats["done"] == sum(e["done"] for e in stats["engines"].values())
+    engines = stats["engines"]
+    # square's second call may run on a thread too: its probe probes again when another
+    # thread imported a module meanwhile (the probe cannot tell whose import it was)
+    assert engines["threads"]["done"] + engines["inline"]["done"] == 6
+    assert engines["threads"]["done"] >= 4 and engines["inline"]["done"] >= 1
+    assert (engines["threads"]["failed"], engines["inline"]["failed"]) == (1, 0)
+    assert (stats["submitted"], stats["done"], stats["failed"]) == (7, 6, 1)
     assert {w["backend"] for w in stats["workers"]} >= {"threads", "inline"}
 
 
@@ -179,3 +191,168 @@ def test_cpu_bound_function_that_cannot_be_pickled_runs_on_threads():
         choice = pool.statistics()["choices"][0]
     assert choice["backend"] == "threads"
     assert "cannot be pickled" in choice["why"]
+
+
+# ---- native threads, imports, what a probe waits on ---------------------------------------
+
+
+def helper_threads_compute(_: int) -> int:
+    """Like a BLAS call: the work runs on other threads while the caller's thread waits."""
+    def burn() -> None:
+        deadline = time.thread_time() + 0.01
+        while time.thread_time() < deadline:
+            pass
+
+    helper = threading.Thread(target=burn)
+    helper.start()
+    helper.join()
+    return 1
+
+
+needs_2_cpus = pytest.mark.skipif(mb.usable_cpus() < 2, reason="native threads need 2 CPUs")
+
+
+@needs_2_cpus
+def test_a_call_whose_work_runs_on_other_threads_stays_in_the_caller(pool):
+    assert pool.map(helper_threads_compute, range(20)) == [1] * 20
+    made = choice(pool, "helper_threads_compute")
+    assert made["backend"] == "inline"
+    assert "native code" in made["why"]
+    assert made["native_share"] >= 0.3
+
+
+@needs_2_cpus
+@pytest.mark.skipif(mb.usable_cpus() > 4, reason="one helper thread is not most of the CPUs")
+def test_advise_agrees_about_native_threads():
+    advice = mb.advise(helper_threads_compute, 1)
+    assert advice.recommendation == "inline"
+    assert advice.native_share >= 0.3
+    assert "native threads" in str(advice)
+    assert advice.estimates["inline"] <= advice.estimates["processes"]
+
+
+BLAS_SCRIPT = """
+import json, numpy as np, manybrains as mb
+A = np.random.default_rng(0).random((700, 700))
+
+def product(i):
+    return float((A @ A)[0, 0])
+
+if __name__ == "__main__":
+    results = mb.map(product, range(24))
+    assert len(results) == 24
+    (made,) = mb.default_pool().statistics()["choices"]
+    print(json.dumps(made))
+"""
+
+
+@needs_2_cpus
+def test_numpy_products_run_in_the_caller_with_all_blas_threads(tmp_path):
+    pytest.importorskip("numpy")
+    script = tmp_path / "blas_user.py"
+    script.write_text(BLAS_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=55, check=False,
+                          env={**os.environ, "OPENBLAS_NUM_THREADS": "2",
+                               "OMP_NUM_THREADS": "2"})
+    assert done.returncode == 0, done.stderr
+    made = json.loads(done.stdout.splitlines()[-1])
+    # Each call takes several milliseconds of CPU: without telling BLAS threads apart,
+    # auto would ship them to worker processes (where they oversubscribe the CPUs).
+    assert made["backend"] == "inline", made
+    assert "native code" in made["why"], made
+
+
+def imports_then_waits(x: int) -> int:
+    import auto_probe_import  # noqa: F401 - a module whose import computes for 30 ms
+
+    time.sleep(0.02)
+    return x
+
+
+def test_a_first_call_that_imports_is_confirmed_by_the_next(pool, tmp_path, monkeypatch):
+    (tmp_path / "auto_probe_import.py").write_text(
+        "import time\n"
+        "deadline = time.thread_time() + 0.03\n"
+        "while time.thread_time() < deadline:\n"
+        "    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert pool.map(imports_then_waits, range(10)) == list(range(10))
+    made = choice(pool, "imports_then_waits")
+    assert made["backend"] == "threads", made  # the import alone looked CPU-bound
+    assert "processes" not in pool.statistics()["engines"]
+
+
+def test_what_a_probe_waits_on_is_read_from_the_kernel():
+    import socket
+
+    from manybrains.advisor import waiting_on_a_clock
+
+    if not os.path.exists(f"/proc/self/task/{threading.get_native_id()}/syscall"):
+        pytest.skip("the kernel does not say which system call a thread is in")
+    left, right = socket.socketpair()
+    sleeper = threading.Thread(target=time.sleep, args=(0.3,))
+    reader = threading.Thread(target=left.recv, args=(1,))
+    with left, right:
+        sleeper.start()
+        reader.start()
+        time.sleep(0.05)
+        assert sleeper.native_id is not None and reader.native_id is not None
+        assert waiting_on_a_clock(sleeper.native_id) is True
+        assert waiting_on_a_clock(reader.native_id) is False
+        right.send(b"x")
+        reader.join()
+        sleeper.join()
+    assert waiting_on_a_clock(sleeper.native_id) is None  # gone
+
+
+@pytest.mark.parametrize(("kwargs", "backend", "words"), [
+    ({"native": 1.0}, "inline", "native code"),
+    ({"native": 0.1}, "processes", "CPU-bound"),
+])
+def test_classify_native_threads(kwargs, backend, words):
+    decision = classify(0.02, 1.0, workers=2, **kwargs)
+    assert decision.backend == backend
+    assert words in decision.reason
+
+
+def test_waiting_decisions_say_so_and_respect_the_cap():
+    decision = classify(0.05, 0.0, workers=2, max_waiting=10)
+    assert decision.waiting
+    assert decision.width == 10
+    assert not classify(0.05, 0.99, workers=2).waiting
+
+
+RANDOM_MB = os.urandom(1 << 20)
+
+
+def squeeze(_: int) -> int:
+    """Native code that computes with the GIL released (zlib on a megabyte: ~20 ms)."""
+    import zlib
+
+    return len(zlib.compress(RANDOM_MB, 6))
+
+
+@needs_2_cpus
+def test_native_code_that_releases_the_gil_computes_on_threads(pool):
+    assert len(set(pool.map(squeeze, range(8)))) == 1
+    made = choice(pool, "squeeze")
+    assert made["backend"] == "threads", made
+    assert "releases the GIL" in made["why"]
+    assert made["releases_gil"]
+    assert "processes" not in pool.statistics()["engines"]
+
+
+def test_python_code_holding_the_gil_is_not_taken_for_native_code(pool):
+    pool.map(computes, range(3))
+    made = choice(pool, "computes")
+    assert made["backend"] == "processes"
+    assert not made["releases_gil"]
+
+
+@needs_2_cpus
+def test_advise_agrees_about_native_code_that_releases_the_gil():
+    advice = mb.advise(squeeze, 0)
+    assert advice.releases_gil
+    assert advice.recommendation == "threads"
+    assert not mb.advise(computes, 0).releases_gil

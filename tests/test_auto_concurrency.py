@@ -100,7 +100,7 @@ def test_calls_that_sleep_on_a_clock_start_at_the_cap():
         elapsed = time.monotonic() - started
         settled = concurrency(pool)
     assert "sleep on a clock" in settled["why"]
-    assert settled["peak_in_flight"] >= 150
+    assert settled["peak_in_flight"] >= 100  # a slow start would have 6 in flight by now
     assert elapsed < 0.6  # 200 x 50 ms: a slow start from 4 would take well over a second
 
 

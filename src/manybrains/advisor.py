@@ -16,6 +16,8 @@ whole process's CPU time over wall time, and seconds)::
       threads, e.g. BLAS), most CPUs busy   -> inline     (splitting only oversubscribes)
     CPU under half of the wall time         -> threads    (mostly waiting)
     CPU-bound, interpreter without a GIL    -> threads    (threads run in parallel)
+    CPU-bound in native code that releases
+      the GIL (other threads run meanwhile)  -> threads    (in parallel, nothing shipped)
     CPU-bound, short calls adding up to
       less than starting worker processes   -> inline     (until they add up)
     CPU-bound                               -> processes  (one GIL per worker)
@@ -26,6 +28,7 @@ from __future__ import annotations
 import math
 import platform
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -44,6 +47,11 @@ SHIP_SECONDS_PER_CALL = 2e-6
 # CPUs busy, splitting the calls across workers only oversubscribes the CPUs.
 NATIVE_MIN_SHARE = 0.3
 NATIVE_CPUS_SHARE = 0.6
+# A thread waking every GLANCE_SECONDS beside a call that holds the GIL runs only once a
+# switch interval (5 ms); waking at least this share of its glances means the GIL was free.
+GLANCE_SECONDS = 0.0005
+GIL_FREE_GLANCES = 0.3
+GIL_SEEN_AFTER = 0.002  # seconds of glances before that says anything
 
 
 @dataclass(frozen=True)
@@ -131,14 +139,15 @@ def gil_enabled() -> bool:
 def classify(seconds_per_call: float, cpu_fraction: float, *, coroutine: bool = False,
              seen_seconds: float = math.inf, startup: float = PROCESS_START_SECONDS,
              workers: int | None = None, gil: bool | None = None, native: float = 0.0,
-             max_waiting: int = MAX_WAITING_CALLS) -> Decision:
+             max_waiting: int = MAX_WAITING_CALLS, gil_free: bool = False) -> Decision:
     """The backend for calls measured at ``seconds_per_call`` using ``cpu_fraction`` CPU.
 
     ``seen_seconds`` is the time all calls measured so far took, and ``startup`` what starting
     worker processes would cost now (0 when they already run): short CPU-bound calls stay in
     the caller until their total outweighs it. ``native`` is the CPU time other threads of
     the process used per CPU second of a call (see :func:`native_share`).
-    ``max_waiting`` caps how many waiting calls run at once.
+    ``max_waiting`` caps how many waiting calls run at once. ``gil_free``: while a call
+    computed, other threads could run Python (native code that releases the GIL).
     """
     workers = workers or usable_cpus()
     gil = gil_enabled() if gil is None else gil
@@ -148,7 +157,7 @@ def classify(seconds_per_call: float, cpu_fraction: float, *, coroutine: bool = 
     if seconds_per_call < INLINE_BELOW_SECONDS:
         return Decision("inline", 1, f"{measured}: cheaper than shipping the call anywhere "
                         f"(under {_duration(INLINE_BELOW_SECONDS)}), so it runs in the caller")
-    if native_threads(native, usable_cpus()):
+    if native_threads(native, workers):
         return Decision("inline", 1, f"{measured}, and {native:.1f}x that on other threads: "
                         "native code (BLAS, say) runs threads of its own on the CPUs, so calls "
                         "run one at a time in the caller; splitting them would oversubscribe "
@@ -160,6 +169,10 @@ def classify(seconds_per_call: float, cpu_fraction: float, *, coroutine: bool = 
     if not gil:
         return Decision("threads", workers, f"{measured}: CPU-bound, and this interpreter has "
                         f"no GIL, so {workers} threads compute in parallel")
+    if gil_free:
+        return Decision("threads", workers, f"{measured}: CPU-bound in native code that "
+                        f"releases the GIL, so {workers} threads compute in parallel with "
+                        "nothing to ship")
     if seconds_per_call < LONG_CALL_SECONDS and seen_seconds < startup:
         return Decision("inline", 1, f"{measured}: CPU-bound, but together the calls take "
                         f"{_duration(seen_seconds)}, less than starting worker processes "
@@ -191,6 +204,7 @@ class Advice:
     items: int = 1000
     workers: int = field(default_factory=usable_cpus)
     native_share: float = 0.0  # CPU time of other threads per CPU second of a call
+    releases_gil: bool = False  # other threads ran Python while it computed
 
     @property
     def estimates(self) -> dict[str, float]:
@@ -200,7 +214,7 @@ class Advice:
     def for_items(self, items: int) -> Advice:
         """The same measurements, with estimates and a recommendation for ``items`` calls."""
         decision = _decide(self.seconds_per_call, self.cpu_fraction, self.coroutine, items,
-                           self.native_share)
+                           self.native_share, self.releases_gil)
         return replace(self, items=items, recommendation=decision.backend,
                        reason=decision.reason)
 
@@ -225,37 +239,72 @@ def advise(fn: Any, /, *args: Any, **kwargs: Any) -> Advice:
     arguments that are safe to repeat. Use :meth:`Advice.for_items` for another item count.
     """
     coroutine = is_coroutine_function(fn)
-    calls, wall, cpu, delay, process_cpu = _measure(fn, args, kwargs, coroutine)
+    calls, wall, cpu, delay, others, gil_free = _measure(fn, args, kwargs, coroutine)
     per_call, fraction = wall / calls, cpu_fraction(cpu, wall, delay)
-    share = native_share(process_cpu - cpu, cpu, wall)
-    decision = _decide(per_call, fraction, coroutine, Advice.items, share)
+    share = native_share(others, cpu, wall)
+    decision = _decide(per_call, fraction, coroutine, Advice.items, share, gil_free)
     name = function_name(fn)
     return Advice(name, calls, per_call, fraction, coroutine, decision.backend, decision.reason,
-                  native_share=share)
+                  native_share=share, releases_gil=gil_free)
 
 
 def _decide(per_call: float, fraction: float, coroutine: bool, items: int,
-            native: float) -> Decision:
+            native: float, gil_free: bool) -> Decision:
     # What "auto" would do once it has seen all ``items`` calls: short CPU-bound work that adds
     # up to less than starting worker processes stays in the caller.
     return classify(per_call, fraction, coroutine=coroutine, seen_seconds=items * per_call,
-                    native=native)
+                    native=native, gil_free=gil_free)
 
 
 def _measure(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], coroutine: bool
-             ) -> tuple[int, float, float, float, float]:
-    """(calls, wall, CPU, CPU-wait and whole-process CPU seconds): up to 5 calls, stopping
-    after half a second."""
-    calls, wall, cpu, process_cpu = 0, 0.0, 0.0, 0.0
+             ) -> tuple[int, float, float, float, float, bool]:
+    """(calls, wall, CPU, CPU-wait and other threads' CPU seconds, whether the GIL stayed
+    free): up to 5 calls, stopping after half a second."""
+    calls, wall, cpu, others = 0, 0.0, 0.0, 0.0
     delay0 = run_delay()
-    while calls < 5 and (calls == 0 or wall < 0.5):
-        cpu0, process0, wall0 = time.thread_time(), time.process_time(), time.perf_counter()
-        _call(fn, args, kwargs, coroutine)
-        wall += time.perf_counter() - wall0
-        cpu += time.thread_time() - cpu0
-        process_cpu += time.process_time() - process0
-        calls += 1
-    return calls, wall, cpu, run_delay() - delay0, process_cpu
+    with GilWatch() as watch:
+        while calls < 5 and (calls == 0 or wall < 0.5):
+            cpu0, process0, wall0 = time.thread_time(), time.process_time(), time.perf_counter()
+            _call(fn, args, kwargs, coroutine)
+            wall += time.perf_counter() - wall0
+            own = time.thread_time() - cpu0
+            cpu += own
+            others += time.process_time() - process0 - own
+            calls += 1
+    return calls, wall, cpu, run_delay() - delay0, others - watch.cpu, watch.gil_free
+
+
+class GilWatch:
+    """A thread that wakes every half millisecond while calls run in this one: a call that
+    holds the GIL lets it run only once a switch interval (5 ms)."""
+
+    def __init__(self) -> None:
+        self.cpu = 0.0  # the watcher's own CPU time, which is no call's
+        self.gil_free = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="manybrains-gil-watch",
+                                        daemon=True)
+
+    def __enter__(self) -> GilWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        cpu0, start, wakes = time.thread_time(), time.perf_counter(), 0
+        while not self._stop.wait(GLANCE_SECONDS):
+            wakes += 1
+            self.gil_free = gil_was_free(wakes, time.perf_counter() - start)
+        self.cpu = time.thread_time() - cpu0
+
+
+def gil_was_free(wakes: int, elapsed: float) -> bool:
+    """Whether a thread waking every ``GLANCE_SECONDS`` woke often enough over ``elapsed``
+    seconds to say the GIL was free meanwhile."""
+    return elapsed >= GIL_SEEN_AFTER and wakes >= GIL_FREE_GLANCES * elapsed / GLANCE_SECONDS
 
 
 def _call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], coroutine: bool) -> None:

@@ -191,7 +191,9 @@ class AutoBackend(Backend):
             profile.abandon_probe()
             raise
         future.engine = engine  # type: ignore[attr-defined]
-        self.capacity = profile.watch_probe().width
+        decision = profile.watch_probe()
+        if decision is not None:  # None: the next call probes again
+            self.capacity = decision.width
         return future
 
     def _confirm(self, profile: Profile, task: Task, timeout: float | None, retries: int

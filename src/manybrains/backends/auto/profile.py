@@ -21,12 +21,15 @@ from typing import Any
 from ..._errors import SerializationError
 from ..._task import ChunkOutcome, Task, function_name, run_task, unpickled
 from ...advisor import (
+    GLANCE_SECONDS,
     LONG_CALL_SECONDS,
     NATIVE_MIN_SHARE,
     WAITING_BELOW_CPU_FRACTION,
     Decision,
     classify,
     cpu_fraction,
+    gil_enabled,
+    gil_was_free,
     native_share,
     run_delay,
     waiting_on_a_clock,
@@ -38,7 +41,7 @@ PROBE_SECONDS = LONG_CALL_SECONDS  # a new function's first call is watched this
 # ... and one that computes (or runs native threads) until it ends, up to this long: a whole
 # call tells a BLAS call's start-up from its steady state, and costs no more than that call.
 PROBE_COMPUTING_SECONDS = 0.05
-_GLANCE_SECONDS = 0.0005  # how often the watcher looks at what the probe waits on
+PROBE_IMPORTING_SECONDS = 1.0  # ... and one still importing modules, up to this long
 PROBE_START_SECONDS = 1.0  # waiting for the probe's thread to start (a busy machine)
 _SAMPLE_EVERY = 8
 
@@ -99,6 +102,10 @@ class Profile:
         self._native_sums = [0.0, 0.0, 0.0]  # others' CPU, own CPU, wall: every call read
         self._runs_native = False
         self._confirm = False  # the probe was atypical: measure the next call the same way
+        self._reprobe = False  # the probe ended, but imported modules: the next call probes
+        self._reprobes = 0
+        self.gil_free = False  # the probe's thread let others run Python while it computed
+        self._glances = 0
         self.on_a_clock: bool | None = None  # the probe slept on a timer (None: not seen)
         self.gate: Gate | None = None  # made once its calls turn out to wait
         self._lock = threading.Lock()
@@ -128,30 +135,44 @@ class Profile:
         with self._lock:
             self._probing = False
 
-    def watch_probe(self) -> Decision:
-        """Wait until the probe finished or ran ``PROBE_SECONDS``; decide from what it did."""
+    def watch_probe(self) -> Decision | None:
+        """Wait until the probe finished or ran ``PROBE_SECONDS``; decide from what it did.
+
+        None: the probe ended but imported modules, so its time was mostly theirs; the next
+        call probes again (twice at most).
+        """
         caller0 = time.thread_time()  # this thread's CPU is no native helper's
         self._probe_started.wait(PROBE_START_SECONDS)
-        if not self._glance_until(time.perf_counter() + PROBE_SECONDS):
+        start = time.perf_counter()
+        if not self._glance_until(start, start + PROBE_SECONDS, look=True):
             reading = self._read_running_probe(time.thread_time() - caller0)
             if reading is None or not reading.clearly_waits():
-                self._decided.wait(PROBE_COMPUTING_SECONDS - PROBE_SECONDS)
+                self._glance_until(start, start + PROBE_COMPUTING_SECONDS, look=False)
+            reading = self._read_running_probe(time.thread_time() - caller0)
+            if reading is not None and reading.imported:  # what it did is the import's
+                self._glance_until(start, start + PROBE_IMPORTING_SECONDS, look=False)
         with self._lock:
+            if self._reprobe:
+                self._reprobe = False
+                return None
             if self.decision is None:
                 reading = self._read_running_probe(time.thread_time() - caller0)
                 self._set(self._classify_reading(reading))
             assert self.decision is not None
             return self.decision
 
-    def _glance_until(self, deadline: float) -> bool:
-        """Wait for the probe's decision until ``deadline``, looking meanwhile at what its
-        thread waits on (a sleep of a millisecond ends before one look at the end would
-        see it); whether it was decided."""
+    def _glance_until(self, start: float, deadline: float, *, look: bool) -> bool:
+        """Wait for the probe's decision until ``deadline``, waking every half millisecond:
+        how often this thread gets to run tells whether the probe holds the GIL, and with
+        ``look`` it reads what the probe's thread waits on (a sleep of a millisecond ends
+        before one look at the end would see it). Whether it was decided."""
         while (left := deadline - time.perf_counter()) > 0:
-            if self._decided.wait(min(left, _GLANCE_SECONDS)):
+            if self._decided.wait(min(left, GLANCE_SECONDS)) or self._reprobe:
                 return True
+            self._glances += 1
+            self.gil_free = gil_was_free(self._glances, time.perf_counter() - start)
             clock = self._probe_clock
-            if clock is not None and self.on_a_clock is not False:
+            if look and clock is not None and self.on_a_clock is not False:
                 seen = waiting_on_a_clock(clock.native_id)
                 self.on_a_clock = seen if seen is not None else self.on_a_clock
         return self._decided.is_set()
@@ -237,6 +258,11 @@ class Profile:
         with self._lock:
             self.calls += calls
             self.seconds += seconds
+            if atypical and self.decision is None and self._reprobes < 2:
+                self._reprobes += 1
+                self._probing, self._probe_clock, self._reprobe = False, None, True
+                self._probe_started.clear()
+                return
             if replaces:
                 self._recent = _Sums()
             self._recent.add(calls, seconds, cpu, delay, process_cpu)
@@ -268,6 +294,12 @@ class Profile:
             sums[2] += recent.own_wall
             self._judge_native(native_share(*sums))
         fraction = 1.0 if self.cpu_fraction is None else self.cpu_fraction
+        decision = self.decision
+        if (decision is not None and decision.backend == "threads" and not decision.waiting
+                and gil_enabled() and not self.gil_free):
+            # Computing on threads that share one GIL, each call waits for it as much as it
+            # runs: that waiting is not the call's own.
+            fraction = min(1.0, fraction * decision.width)
         self._set(self._classify(self.per_call, fraction, seen=self.seconds))
 
     def _judge_native(self, share: float) -> None:
@@ -289,7 +321,8 @@ class Profile:
                   coroutine: bool = False) -> Decision:
         decision = classify(per_call, fraction, coroutine=coroutine, seen_seconds=seen,
                             startup=self._startup(), workers=self.workers,
-                            native=self._native_for_rule(), max_waiting=self.max_waiting)
+                            native=self._native_for_rule(), max_waiting=self.max_waiting,
+                            gil_free=self.gil_free)
         if decision.backend != "processes" or self._unpicklable is None:
             return decision
         return Decision("threads", self.workers, f"{decision.reason}; but its tasks cannot be "
@@ -310,6 +343,7 @@ class Profile:
                 "why": decision.reason if decision else "being measured",
                 "calls_measured": self.calls, "seconds_per_call": self.per_call,
                 "cpu_fraction": self.cpu_fraction, "native_share": self.native,
+                "releases_gil": self.gil_free,
                 "history": list(self.history)}
         if gate is not None:
             explained["concurrency"] = gate.describe()
