@@ -94,6 +94,12 @@ print(first, time.perf_counter() - start)
 def e3_cold_start(repeat: int) -> dict[str, float]:
     cases = {
         "manybrains.map": ("import manybrains as mb; mb.map(abs, [1])", "mb.map(abs, [1])"),
+        "manybrains.Pool(2) (template)": (
+            "import manybrains as mb; p = mb.Pool(2); p.submit(abs, -1).result()",
+            "p.submit(abs, -1).result()"),
+        "multiprocessing.Pool (fork)": (
+            "import multiprocessing as m; p = m.get_context('fork').Pool(2); p.apply(abs, (-1,))",
+            "p.apply(abs, (-1,))"),
         "multiprocessing.Pool (forkserver)": (
             "import multiprocessing as m; p = m.get_context('forkserver').Pool(2); p.map(abs, [1])",
             "p.map(abs, [1])"),

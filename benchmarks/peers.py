@@ -161,26 +161,13 @@ class Manybrains(Adapter):
     name = "manybrains"
     module = "manybrains"
     kind = "ours"
-    how = ("Pool (forkserver), chunksize auto; defaults and waiting work: manybrains.map "
-           "(backend auto); big inputs built in a SharedArray")
+    how = ("Pool (template start method), chunksize auto; defaults and waiting work: "
+           "manybrains.map (backend auto); a big shared input handed to the initializer, which "
+           "template workers inherit without a copy")
 
     def __init__(self, workers: int) -> None:
         super().__init__(workers)
         self._pool: Any = None
-        self._arrays: dict[int, Any] = {}
-
-    def new_array(self, shape: tuple[int, ...]) -> Any:
-        import numpy as np
-
-        import manybrains as mb
-
-        shared = mb.SharedArray.empty(shape)
-        view = np.asarray(shared)
-        self._arrays[id(view)] = shared
-        return view
-
-    def share(self, array: Any) -> tuple[Any, Init | None]:
-        return self._arrays[id(array)], None  # pickles as its name: a few hundred bytes
 
     def start(self, inits: Sequence[Init] = ()) -> None:
         import manybrains as mb
@@ -208,12 +195,6 @@ class Manybrains(Adapter):
             self._pool.shutdown()
             self._pool = None
         mb.shutdown_default_pool()
-
-    def release(self) -> None:
-        for shared in self._arrays.values():
-            shared.unlink()
-            shared.close()
-        self._arrays.clear()
 
     def cold_start_code(self) -> str:
         return "import manybrains as mb\nmb.Pool().submit(abs, -1).result()"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import platform
 from typing import Any
@@ -22,7 +21,7 @@ def facts() -> dict[str, Any]:
     from .. import __version__
     from .._cpus import usable_cpus
     from ..advisor import gil_enabled
-    from ..backends.processes.context import default_start_method
+    from ..backends.processes.context import available_start_methods, default_start_method
 
     return {
         "manybrains": __version__,
@@ -31,7 +30,7 @@ def facts() -> dict[str, Any]:
         "cpus_usable": usable_cpus(),
         "cpus_machine": os.cpu_count(),
         "gil_enabled": gil_enabled(),
-        "start_methods": multiprocessing.get_all_start_methods(),
+        "start_methods": available_start_methods(),
         "default_start_method": default_start_method(),
         "backends": _backends(),
     }

@@ -33,6 +33,14 @@ def default_start_method() -> str:
     return "spawn"
 
 
+def available_start_methods() -> list[str]:
+    """Every ``start_method`` a pool accepts here, the default first."""
+    methods = multiprocessing.get_all_start_methods()
+    if default_start_method() == "template":
+        return ["template", *methods]
+    return methods
+
+
 class Launch:
     """How one pool (or one spawned process) starts its processes, and why."""
 
@@ -61,9 +69,8 @@ def choose(start_method: str | BaseContext | None, keep: object = None) -> Launc
     method = start_method or default_start_method()
     if method == "template":
         return _template_launch(explicit=start_method is not None, keep=keep)
-    available = multiprocessing.get_all_start_methods()
-    if method not in available:
-        choices = ", ".join(map(repr, ["template", *available]))
+    if method not in multiprocessing.get_all_start_methods():
+        choices = ", ".join(map(repr, available_start_methods()))
         raise ValueError(f"start_method={method!r} is not available here; choose one of "
                          f"{choices}")
     return _stdlib_launch(multiprocessing.get_context(method), f"start_method={method!r}")

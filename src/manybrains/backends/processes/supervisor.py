@@ -29,6 +29,13 @@ A task's journey::
       init fails       INIT_FAILED (or death before READY): the pool breaks once, every
                        future fails with InitializerFailed, no respawn storm.
 
+Workers are started by the pool's :class:`~.context.Launch`: by default forked from a
+template, a copy of the parent made while it ran one thread (:mod:`.template`), so a worker
+holds the parent's modules, ``__main__`` and the pool's initializer and initargs without
+unpickling them. Functions of ``__main__`` travel by reference when the worker holds them,
+else by value onto the worker's own ``__main__`` (:mod:`manybrains._mainspace`): one module
+namespace per worker, as under the stdlib.
+
 Only this thread touches worker state, so there are no locks around it: other threads talk to
 it through ``inbox`` (a deque) and a byte on the wake pipe. It never polls and never sleeps:
 ``multiprocessing.connection.wait`` returns when a worker answers, when one dies (its
@@ -68,7 +75,9 @@ from ..._remote import RemoteTraceback, attach
 from ..._serialize import dumps_checked, loads
 from ..._task import ChunkOutcome
 from ...insights import TaskTimings
-from . import protocol, worker
+
+# inner_threads: a worker's first step; imported here, template workers find it loaded.
+from . import inner_threads, protocol, worker  # noqa: F401
 from .context import starting
 from .state import EngineOptions, Record, WorkerSlot, kill_tree
 
