@@ -56,3 +56,18 @@ def count_up_to(total: int, fail_at: int):  # type: ignore[no-untyped-def]
         if i == fail_at:
             raise ValueError(f"the input failed at {i}")
         yield i
+
+
+def _refuse_to_load() -> None:
+    raise ValueError("cannot be rebuilt here")
+
+
+class BreaksWhenLoaded:
+    """Pickles fine; unpickling it, in whichever process, raises ValueError."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_refuse_to_load, ())
+
+
+def make_breaks_when_loaded(_: object = None) -> BreaksWhenLoaded:
+    return BreaksWhenLoaded()

@@ -13,7 +13,13 @@ import weakref
 from concurrent.futures.process import BrokenProcessPool
 
 import pytest
-from dropin_tasks import Payload, RefusesPickle, make_payload
+from dropin_tasks import (
+    BreaksWhenLoaded,
+    Payload,
+    RefusesPickle,
+    make_breaks_when_loaded,
+    make_payload,
+)
 from tasks import add, fail_on, pid_of, recall, remember, sleep_then, square
 
 import manybrains as mb
@@ -200,3 +206,21 @@ def test_shutdown_cancel_futures_lets_tasks_already_handed_to_workers_finish():
     assert len(cancelled) >= 20
     assert finished, "the tasks the workers already held must finish"
     assert all(f.done() and f.exception() is None for f in finished)
+
+
+def test_a_task_its_worker_cannot_unpickle_is_a_broken_process_pool_for_it_alone():
+    with mb.ProcessPoolExecutor(1) as ex:
+        error = ex.submit(square, BreaksWhenLoaded()).exception(timeout=30)
+        assert isinstance(error, BrokenProcessPool)  # what the stdlib reports here
+        assert isinstance(error, ValueError)  # what unpickling raised
+        assert isinstance(error, mb.UnpicklingFailed)
+        assert "could not unpickle the task" in str(error)
+        assert ex.submit(square, 4).result(timeout=30) == 16
+
+
+def test_a_result_the_parent_cannot_unpickle_is_a_broken_process_pool_for_it_alone():
+    with mb.ProcessPoolExecutor(1) as ex:
+        error = ex.submit(make_breaks_when_loaded).exception(timeout=30)
+        assert isinstance(error, BrokenProcessPool) and isinstance(error, mb.SerializationError)
+        assert "cannot unpickle the result" in str(error)
+        assert ex.submit(square, 4).result(timeout=30) == 16

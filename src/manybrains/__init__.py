@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ._errors import ManybrainsError as ManybrainsError
     from ._errors import PoolClosed as PoolClosed
     from ._errors import SerializationError as SerializationError
+    from ._errors import UnpicklingFailed as UnpicklingFailed
     from ._errors import WorkerCrashed as WorkerCrashed
     from ._executor import ProcessPoolExecutor as ProcessPoolExecutor
     from ._pool import Pool as Pool
@@ -66,6 +67,7 @@ _EXPORTS = {
     "ManybrainsError": "._errors",
     "PoolClosed": "._errors",
     "SerializationError": "._errors",
+    "UnpicklingFailed": "._errors",
     "WorkerCrashed": "._errors",
     "ProcessPoolExecutor": "._executor",
     "Pool": "._pool",
