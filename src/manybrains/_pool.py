@@ -67,7 +67,8 @@ class Pool(MultiprocessingPoolAPI):
             those; see :mod:`manybrains.backends.auto`) or ``"dask"``.
         concurrency: how many coroutines (``async def`` tasks) are awaited at once, per
             worker process on ``"processes"``, on the loop for ``"asyncio"``; default 100
-            (256 on ``"auto"``).
+            (256 on ``"auto"``, where it also caps how many waiting calls of a function run
+            at once: below it, ``auto`` adapts to what the other side takes).
         initializer: called as ``initializer(*initargs)`` once in each worker, before tasks.
         max_tasks_per_worker: replace a worker after it ran this many calls
             (``maxtasksperchild`` is the same).
