@@ -343,10 +343,11 @@ def _unguarded_outcome(name: str, method: str, mode: str) -> usercode.Outcome:
     assert outcome.returncode is not None, f"the script hung:\n{outcome}"
     if method == "spawn" and mode == "file":
         # spawn must re-run the script, which would start the processes again: the
-        # parent's own error (its last line) says how to fix it.
+        # program's own error says how to fix it, in its first line.
         assert outcome.returncode != 0, outcome
-        last = outcome.stderr.strip().splitlines()[-1]
-        assert GUARD_HINT.search(last), f"no main-guard advice in the error:\n{outcome}"
+        kind, message = outcome.reports.get("uncaught", ["nothing", ""])
+        assert GUARD_HINT.search(message.splitlines()[0] if message else ""), (
+            f"no main-guard advice in the {kind} that ended the program:\n{outcome}")
         return outcome
     assert outcome.returncode == 0, outcome
     return outcome

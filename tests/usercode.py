@@ -29,7 +29,9 @@ import psutil
 MODES = ("file", "-c", "stdin")
 PREFIX = "@@usercode "
 
-#: Pasted at the top of each program: ``report(name, value)`` prints one line the runner reads.
+#: Pasted at the top of each program: ``report(name, value)`` prints one line the runner reads;
+#: an exception that ends the program is reported as ``"uncaught"``: [type name, message]
+#: (its workers' output shares stderr, so the last line there need not be the program's).
 REPORTER = textwrap.dedent(f"""\
     import json as _json
     import sys as _sys
@@ -37,6 +39,13 @@ REPORTER = textwrap.dedent(f"""\
     def report(name, value):
         _sys.stdout.write({PREFIX!r} + _json.dumps([name, value]) + "\\n")
         _sys.stdout.flush()
+
+    if __name__ == "__main__":  # the program's own process, not a worker that re-runs it
+        def _report_uncaught(kind, exc, tb, _print=_sys.excepthook):
+            report("uncaught", [kind.__name__, str(exc)])
+            _print(kind, exc, tb)
+
+        _sys.excepthook = _report_uncaught
     """)
 
 
