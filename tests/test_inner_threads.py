@@ -9,6 +9,7 @@ itself (``engine``: what a user gets with no initializer).
 
 from __future__ import annotations
 
+import os
 import textwrap
 
 import pytest
@@ -71,6 +72,20 @@ def test_variables_set_by_manybrains_are_not_taken_for_the_users():
     worker_env = {"PATH": "/bin", **inner_threads.environment(2, environ={})}
     assert inner_threads.user_set(worker_env) == set()
     assert inner_threads.environment(1, environ=worker_env)["OPENBLAS_NUM_THREADS"] == "1"
+
+
+def test_a_cap_that_fails_warns_and_the_worker_goes_on(monkeypatch: pytest.MonkeyPatch):
+    import threadpoolctl
+
+    def broken() -> None:
+        raise OSError("unreadable library")
+
+    monkeypatch.setattr(os, "environ", {})  # apply() writes the variables here, not ours
+    monkeypatch.setattr(inner_threads, "_libraries_loaded", lambda: True)
+    monkeypatch.setattr(threadpoolctl, "ThreadpoolController", broken)
+    with pytest.warns(RuntimeWarning, match="could not cap .* at 2: OSError: unreadable"):
+        inner_threads.apply(2)
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "2"
 
 
 # ---- apply() in a fresh interpreter --------------------------------------------------------

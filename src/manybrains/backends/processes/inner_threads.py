@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Mapping
 
 from ..._cpus import usable_cpus
@@ -110,13 +111,21 @@ def apply(n: int, *, override: bool = False) -> None:
     if not mine:
         return
     if _libraries_loaded():
-        from threadpoolctl import ThreadpoolController
-
-        apis = [api for api, variable in _LIBRARY_VARIABLE.items() if variable in mine]
-        ThreadpoolController().select(internal_api=apis).limit(limits=n)
+        _limit_loaded([api for api, variable in _LIBRARY_VARIABLE.items() if variable in mine],
+                      n)
     numexpr = sys.modules.get("numexpr")
     if numexpr is not None and "NUMEXPR_NUM_THREADS" in mine:
         numexpr.set_num_threads(n)
+
+
+def _limit_loaded(apis: list[str], n: int) -> None:
+    try:
+        from threadpoolctl import ThreadpoolController
+
+        ThreadpoolController().select(internal_api=apis).limit(limits=n)
+    except Exception as exc:  # noqa: BLE001 - a cap is worth a warning, never a dead worker
+        warnings.warn(f"manybrains could not cap this worker's BLAS/OpenMP threads at {n}: "
+                      f"{type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=3)
 
 
 def _ours(user: set[str], override: bool) -> list[str]:
