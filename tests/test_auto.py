@@ -14,7 +14,7 @@ import pytest
 from tasks import fail_on, square
 
 import manybrains as mb
-from manybrains.advisor import classify
+from manybrains.advisor import classify, gil_enabled
 
 
 def waits(x: int) -> int:
@@ -356,3 +356,18 @@ def test_advise_agrees_about_native_code_that_releases_the_gil():
     assert advice.releases_gil
     assert advice.recommendation == "threads"
     assert not mb.advise(computes, 0).releases_gil
+
+
+@pytest.mark.skipif(not gil_enabled(), reason="without a GIL, threads do not share one")
+def test_calls_computing_on_threads_that_share_the_gil_are_not_taken_for_waiting():
+    from manybrains._errors import SerializationError
+    from manybrains.backends.auto.profile import Profile
+
+    profile = Profile(computes, 2, lambda: 0.0, 256)
+    profile.record(1, 0.02, 0.02)  # one CPU-bound call
+    assert profile.decision is not None and profile.decision.backend == "processes"
+    profile.cannot_pickle(SerializationError("a closure over a lock"))
+    for _ in range(8):  # two threads take turns with the GIL: each computes 45% of the time
+        profile.record(1, 0.02, 0.009)
+    assert profile.decision.backend == "threads"
+    assert "cannot be pickled" in profile.decision.reason
