@@ -2,7 +2,8 @@
 
 Each task multiplies 300x300 float64 matrices ``--products`` times. The same tasks run:
 
-- inline, in this process, one after another (its BLAS uses every usable CPU);
+- inline, in this process, one after another (its BLAS uses every usable CPU), and for
+  scale the same on one BLAS thread;
 - on ``mb.Pool(2)`` with each worker's BLAS capped at its share (usable CPUs // 2);
 - on ``mb.Pool(2)`` uncapped: each worker's BLAS on every CPU, as OpenBLAS starts by default,
   so the two workers run twice as many BLAS threads as there are CPUs;
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 import manybrains as mb
 from manybrains._cpus import usable_cpus
@@ -91,6 +93,8 @@ def main() -> None:
     work = [args.products] * args.tasks
     inline = timed(run_inline, work, args.repeat)
     rows = [(f"inline (BLAS threads: {blas_threads()})", inline)]
+    with threadpool_limits(1):  # for scale: the same loop on one BLAS thread
+        rows.append(("inline, BLAS on 1 thread", timed(run_inline, work, args.repeat)))
     share = inner_threads.default(WORKERS)
     for label, cap in ((f"mb.Pool(2), capped at {share} each", share),
                        (f"mb.Pool(2), uncapped ({cpus} each)", cpus),

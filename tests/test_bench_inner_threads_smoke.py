@@ -23,6 +23,7 @@ def test_bench_inner_threads_tiny():
     assert "Traceback" not in done.stderr, done.stderr
     row = r" +[\d.]+ +[\d.]+$"
     assert re.search(r"^inline \(BLAS threads: \d+\)" + row, done.stdout, re.M), done.stdout
+    assert re.search(r"^inline, BLAS on 1 thread" + row, done.stdout, re.M), done.stdout
     # The capped row's workers really ran the cap: the initializer's apply() took effect.
     share = inner_threads.default(2)
     assert re.search(rf"^mb\.Pool\(2\), capped at {share} each \[workers ran {share}\]" + row,
