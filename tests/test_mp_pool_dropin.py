@@ -122,8 +122,10 @@ def test_callback_has_run_when_wait_returns(pool):
         time.sleep(0.2)  # wait() must not return before the callback is done
         seen.append(value)
 
-    pool.apply_async(square, (4,), callback=slow_callback,
-                     error_callback=seen.append).wait(30)
+    result = pool.apply_async(square, (4,), callback=slow_callback,
+                              error_callback=seen.append)
+    result.wait(30)
+    assert result.ready()
     assert seen == [16]
 
 
