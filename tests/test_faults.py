@@ -361,7 +361,7 @@ def test_future_cancel_kills_with_cancel_running(start_method):
 # ---- Ctrl-C, SIGINT at the workers, a killed parent ---------------------------------------
 
 _SCRIPT = textwrap.dedent("""
-    import os, sys, time
+    import os, signal, sys, time
     import manybrains as mb
 
     def spin(i):
@@ -373,6 +373,9 @@ _SCRIPT = textwrap.dedent("""
         return os.getpid()
 
     if __name__ == "__main__":
+        # As in a program started from a terminal, even when this one was started in the
+        # background (where SIGINT arrives ignored and Python installs no handler).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         with mb.Pool(2, start_method=sys.argv[1]) as pool:
             # Two overlapping tasks have run on two distinct workers: both are up.
             pids = set(pool.map(pid_after, [0.5, 0.5], chunksize=1))
@@ -443,6 +446,7 @@ _SIGINT_SCRIPT = textwrap.dedent("""
         return os.getpid()
 
     if __name__ == "__main__":
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal
         with mb.Pool(2, start_method=sys.argv[1]) as pool:
             pids = set(pool.map(pid_after, [0.5, 0.5], chunksize=1))
             assert len(pids) == 2, pids

@@ -183,12 +183,15 @@ def test_bar_says_interrupted_when_ctrl_c_ends_the_map(pool):
     main = threading.get_ident()
     # Ctrl-C as the terminal sends it: SIGINT to the main thread, waiting in the map.
     ctrl_c = threading.Timer(0.3, signal.pthread_kill, (main, signal.SIGINT))
+    # Python's own handler, even where pytest was started with SIGINT ignored (in the background)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     ctrl_c.start()
     try:
         with pytest.raises(KeyboardInterrupt):
             pool.map(sleep_then, [0.1] * 40, chunksize=1, progress={"file": screen})
     finally:
         ctrl_c.join()
+        signal.signal(signal.SIGINT, previous)
     text = "".join(screen.writes)
     assert "interrupted" in text.rsplit("\r", 1)[-1], text  # the bar's last state says so
     assert 0 < screen.counts(40)[-1] < 40

@@ -275,14 +275,27 @@ def _segment_of_a_process(how: str) -> tuple[subprocess.Popen[str], str]:
     return proc, name
 
 
-def test_a_pool_shutting_down_removes_segments_of_dead_processes_only():
+def test_a_pool_shutting_down_removes_segments_of_dead_processes_only(monkeypatch):
+    from manybrains.ipc import arena
+
+    # Another program's pool on this machine may sweep the orphan too: also record that
+    # this pool's shutdown swept, and what was there when it did.
+    swept = []
+    sweep = arena.sweep_orphans
+
+    def recording() -> int:
+        swept.append(os.path.exists(f"/dev/shm/{orphan}"))
+        return sweep()
+
+    monkeypatch.setattr(arena, "sweep_orphans", recording)
     dead, orphan = _segment_of_a_process("die")
     dead.wait(timeout=30)
     alive, kept = _segment_of_a_process("live")
     try:
         with mb.Pool(1) as pool:
             pool.submit(fill_row, mb.SharedArray.zeros((1, 1)), 0).result(timeout=30)
-        assert not os.path.exists(f"/dev/shm/{orphan}"), "the orphan sweep did not run"
+        assert swept, "the pool's shutdown did not sweep"
+        assert not os.path.exists(f"/dev/shm/{orphan}"), "the orphan sweep did not remove it"
         assert os.path.exists(f"/dev/shm/{kept}"), "a live process's segment was removed"
     finally:
         alive.communicate("", timeout=30)
