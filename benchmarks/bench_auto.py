@@ -259,7 +259,7 @@ def waits_case(n: int, seconds: float, runs: int) -> list[str]:
     import manybrains as mb
 
     delays = [seconds] * n
-    mb.map(sleep_for, [0.001] * n)  # the pool and its threads are up; sleep_for is known
+    mb.map(sleep_for, delays)  # the pool and its threads are up; sleep_for is known
     fresh, warm, cold, peer_gather, peer_threads = [], [], [], [], []
     for i in range(runs):
         def wait(s: float) -> float:  # a new function object each run: measured afresh

@@ -218,7 +218,7 @@ def test_a_call_whose_work_runs_on_other_threads_stays_in_the_caller(pool):
     made = choice(pool, "helper_threads_compute")
     assert made["backend"] == "inline"
     assert "native code" in made["why"]
-    assert made["native_share"] >= 0.3
+    assert made["native_share"] >= 0.25
 
 
 @needs_2_cpus
@@ -226,7 +226,7 @@ def test_a_call_whose_work_runs_on_other_threads_stays_in_the_caller(pool):
 def test_advise_agrees_about_native_threads():
     advice = mb.advise(helper_threads_compute, 1)
     assert advice.recommendation == "inline"
-    assert advice.native_share >= 0.3
+    assert advice.native_share >= 0.25
     assert "native threads" in str(advice)
     assert advice.estimates["inline"] <= advice.estimates["processes"]
 
@@ -355,6 +355,7 @@ def test_advise_agrees_about_native_code_that_releases_the_gil():
     advice = mb.advise(squeeze, 0)
     assert advice.releases_gil
     assert advice.recommendation == "threads"
+    assert min(advice.estimates, key=advice.estimates.__getitem__) == "threads"
     assert not mb.advise(computes, 0).releases_gil
 
 

@@ -42,10 +42,10 @@ LONG_CALL_SECONDS = 0.005  # one CPU-bound call this long is worth a worker proc
 MAX_WAITING_CALLS = 256  # threads (or coroutines) "auto" keeps in flight for waiting work
 PROCESS_START_SECONDS = 0.1  # starting a pool of worker processes, for estimates only
 SHIP_SECONDS_PER_CALL = 2e-6
-# A call during which the process's other threads use at least 0.3x as much CPU as its own
+# A call during which the process's other threads use at least 0.25x as much CPU as its own
 # thread runs native threads of its own (a BLAS product): when those keep most of the usable
 # CPUs busy, splitting the calls across workers only oversubscribes the CPUs.
-NATIVE_MIN_SHARE = 0.3
+NATIVE_MIN_SHARE = 0.25
 NATIVE_CPUS_SHARE = 0.6
 # A thread waking every GLANCE_SECONDS beside a call that holds the GIL runs only once a
 # switch interval (5 ms); waking at least this share of its glances means the GIL was free.
@@ -319,12 +319,14 @@ def _call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], coroutine: boo
 def _estimates(advice: Advice) -> dict[str, float]:
     n, t, f, cpus = advice.items, advice.seconds_per_call, advice.cpu_fraction, advice.workers
     compute, wait = n * t * f, n * t * (1 - f)
-    parallel = compute if gil_enabled() else compute / min(n, cpus)
+    shares_one_gil = gil_enabled() and not advice.releases_gil
+    parallel = compute if shares_one_gil else compute / min(n, cpus)
     threads = parallel + wait / min(n, MAX_WAITING_CALLS)
-    # Calls that already keep several CPUs busy gain at most the CPUs they leave idle.
-    spread = max(1.0, min(n, cpus) / (1.0 + advice.native_share))
+    spread = float(min(n, cpus))
     if native_threads(advice.native_share, cpus):
-        threads = n * t  # the native threads of every call share the same CPUs
+        # Each call's native threads already keep the CPUs busy: splitting the calls gains
+        # nothing (and oversubscribes them)
+        spread, threads = 1.0, n * t
     estimates = {
         "inline": n * t,
         "threads": threads,

@@ -8,10 +8,12 @@ first use) and routes every task by its function, following
       coroutine function ---------------------------------------------> asyncio
       function seen before -> its decision ---------------------------> threads | processes
                                                                         | inline
-      new function -> probe: run this task on a thread and watch it:
-           finished within 5 ms, or still running after 5 ms with its
-           CPU clock read from outside (time.pthread_getcpuclockid)
-           -> decision; this task stays on its thread, the next ones follow
+      new function -> probe: run this task on a thread and watch it (its CPU clock read
+           from outside with time.pthread_getcpuclockid, the process's CPU clock, the
+           system call it waits in, how often the watcher gets the GIL):
+           finished within 5 ms, or plainly waiting at 5 ms, or else at its end
+           (at most 50 ms; a second while it imports modules, then the next call
+           probes again) -> decision; this task stays on its thread, the next follow
       waiting work (threads) -> its gate: at most its concurrency limit at once
 
 Every later call run on a thread or in the caller is measured again (its thread's CPU time

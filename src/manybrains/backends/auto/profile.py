@@ -24,7 +24,6 @@ from ...advisor import (
     GLANCE_SECONDS,
     LONG_CALL_SECONDS,
     NATIVE_MIN_SHARE,
-    WAITING_BELOW_CPU_FRACTION,
     Decision,
     classify,
     cpu_fraction,
@@ -36,6 +35,7 @@ from ...advisor import (
 )
 from .gate import Gate, Run
 from .limit import ConcurrencyLimit
+from .probe import ProbeClock, Reading
 
 PROBE_SECONDS = LONG_CALL_SECONDS  # a new function's first call is watched this long
 # ... and one that computes (or runs native threads) until it ends, up to this long: a whole
@@ -44,40 +44,6 @@ PROBE_COMPUTING_SECONDS = 0.05
 PROBE_IMPORTING_SECONDS = 1.0  # ... and one still importing modules, up to this long
 PROBE_START_SECONDS = 1.0  # waiting for the probe's thread to start (a busy machine)
 _SAMPLE_EVERY = 8
-
-
-@dataclasses.dataclass(frozen=True)
-class _ProbeClock:
-    """The probe's thread and its clocks when the call began."""
-
-    ident: int
-    native_id: int
-    cpu: float
-    delay: float
-    process_cpu: float
-    wall: float
-    modules: int  # len(sys.modules): a first call that imports is no typical call
-
-
-@dataclasses.dataclass(frozen=True)
-class _Reading:
-    """What a probe still running did so far."""
-
-    wall: float
-    fraction: float  # of its runnable time on the CPU
-    native: float  # CPU of other threads per CPU second of its own
-    native_id: int
-    imported: bool  # it imported modules meanwhile: its numbers are mostly the import's
-
-    def waits(self) -> bool:
-        """Mostly waiting, with no native threads computing for it."""
-        return self.fraction < WAITING_BELOW_CPU_FRACTION and self.native < NATIVE_MIN_SHARE
-
-    def clearly_waits(self) -> bool:
-        """Waiting so plainly that watching longer would tell nothing new (a BLAS call that
-        is still starting its threads uses some CPU on its own thread meanwhile)."""
-        return (self.fraction < WAITING_BELOW_CPU_FRACTION / 2
-                and self.native < NATIVE_MIN_SHARE and not self.imported)
 
 
 class Profile:
@@ -112,7 +78,7 @@ class Profile:
         self._decided = threading.Event()
         self._probing = False
         self._probe_started = threading.Event()
-        self._probe_clock: _ProbeClock | None = None
+        self._probe_clock: ProbeClock | None = None
         self._next_review = 1
         self._sampled = 0
         self._unpicklable: str | None = None  # why worker processes cannot run it
@@ -194,23 +160,11 @@ class Profile:
                                                   unbounded_wait=bool(self.on_a_clock)), run)
             return self.gate
 
-    def _read_running_probe(self, caller_cpu: float) -> _Reading | None:
-        """The probe's clocks so far, read from outside its thread (None: it never began)."""
+    def _read_running_probe(self, caller_cpu: float) -> Reading | None:
         clock = self._probe_clock
-        if clock is None:
-            return None
-        wall = time.perf_counter() - clock.wall
-        delay = run_delay(clock.native_id) - clock.delay
-        process_cpu = time.process_time() - clock.process_cpu
-        try:
-            cpu = time.clock_gettime(time.pthread_getcpuclockid(clock.ident)) - clock.cpu
-        except (AttributeError, OSError):  # no per-thread CPU clock here: assume it computes
-            cpu = process_cpu = wall
-        return _Reading(wall, cpu_fraction(cpu, wall, delay),
-                        native_share(process_cpu - cpu - caller_cpu, cpu, wall),
-                        clock.native_id, len(sys.modules) != clock.modules)
+        return None if clock is None else clock.read(caller_cpu)
 
-    def _classify_reading(self, reading: _Reading | None) -> Decision:
+    def _classify_reading(self, reading: Reading | None) -> Decision:
         if reading is None:
             return self._classify(PROBE_SECONDS, 0.0)
         if reading.waits() and self.on_a_clock is None:
@@ -234,9 +188,9 @@ class Profile:
         self._sampled += 1
         return self._sampled % _SAMPLE_EVERY == 1
 
-    def probe_began(self, cpu0: float, delay0: float, process0: float, wall0: float) -> None:
-        self._probe_clock = _ProbeClock(threading.get_ident(), threading.get_native_id(), cpu0,
-                                        delay0, process0, wall0, len(sys.modules))
+    def probe_began(self) -> None:
+        """Called on the probe's thread as its call begins."""
+        self._probe_clock = ProbeClock.now()
         self._probe_started.set()
 
     def take_confirmation(self) -> bool:
@@ -401,10 +355,10 @@ class _Measure:
                 return run_task(self.inner)
             finally:
                 self.profile.record(self.inner.size, time.perf_counter() - wall0, None)
+        if self.probe:
+            self.profile.probe_began()
         delay0, process0, modules0 = run_delay(), time.process_time(), len(sys.modules)
         cpu0, wall0 = time.thread_time(), time.perf_counter()
-        if self.probe:
-            self.profile.probe_began(cpu0, delay0, process0, wall0)
         try:
             return run_task(self.inner)
         finally:

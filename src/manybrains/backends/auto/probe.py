@@ -1,0 +1,75 @@
+"""Reading a probe that is still running, from outside its thread.
+
+The watcher (the caller, waiting for a decision) reads the probe thread's CPU clock
+(``time.pthread_getcpuclockid``), how long it waited for a CPU, the whole process's CPU clock
+and ``len(sys.modules)``, against the values when the call began.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import threading
+import time
+
+from ...advisor import (
+    NATIVE_MIN_SHARE,
+    WAITING_BELOW_CPU_FRACTION,
+    cpu_fraction,
+    native_share,
+    run_delay,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Reading:
+    """What a probe still running did so far."""
+
+    wall: float
+    fraction: float  # of its runnable time on the CPU
+    native: float  # CPU of other threads per CPU second of its own
+    native_id: int
+    imported: bool  # it imported modules meanwhile: its numbers are mostly the import's
+
+    def waits(self) -> bool:
+        """Mostly waiting, with no native threads computing for it."""
+        return self.fraction < WAITING_BELOW_CPU_FRACTION and self.native < NATIVE_MIN_SHARE
+
+    def clearly_waits(self) -> bool:
+        """Waiting so plainly that watching longer would tell nothing new (a BLAS call that
+        is still starting its threads uses some CPU on its own thread meanwhile)."""
+        return (self.fraction < WAITING_BELOW_CPU_FRACTION / 2
+                and self.native < NATIVE_MIN_SHARE and not self.imported)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeClock:
+    """The probe's thread and its clocks when the call began."""
+
+    ident: int
+    native_id: int
+    cpu: float
+    delay: float
+    process_cpu: float
+    wall: float
+    modules: int  # len(sys.modules): a first call that imports is no typical call
+
+    @classmethod
+    def now(cls) -> ProbeClock:
+        """The clocks of the calling thread, now."""
+        return cls(threading.get_ident(), threading.get_native_id(), time.thread_time(),
+                   run_delay(), time.process_time(), time.perf_counter(), len(sys.modules))
+
+    def read(self, caller_cpu: float) -> Reading:
+        """What the call did since it began; ``caller_cpu``: the CPU time the watcher itself
+        used meanwhile, which is no native helper's."""
+        wall = time.perf_counter() - self.wall
+        delay = run_delay(self.native_id) - self.delay
+        process_cpu = time.process_time() - self.process_cpu
+        try:
+            cpu = time.clock_gettime(time.pthread_getcpuclockid(self.ident)) - self.cpu
+        except (AttributeError, OSError):  # no per-thread CPU clock here: assume it computes
+            cpu = process_cpu = wall
+        return Reading(wall, cpu_fraction(cpu, wall, delay),
+                       native_share(process_cpu - cpu - caller_cpu, cpu, wall),
+                       self.native_id, len(sys.modules) != self.modules)
