@@ -17,7 +17,6 @@ concurrent session's processes and segments are never blamed here.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import secrets
 import threading
@@ -28,6 +27,7 @@ import psutil
 import pytest
 
 import manybrains as mb
+from manybrains.backends.processes.context import available_start_methods
 from manybrains.ipc import segment
 
 RUN_MARKER = "MANYBRAINS_TEST_RUN"
@@ -40,8 +40,8 @@ _SETTLE_SECONDS = float(os.environ.get("MANYBRAINS_LEAK_SETTLE", "5"))
 
 # Every start method the process engine is tested under; the fault table, the Ctrl-C and
 # killed-parent tests all run over this list. A new start method is one more name here.
-START_METHODS = [m for m in ("fork", "forkserver", "spawn")
-                 if m in multiprocessing.get_all_start_methods()]
+START_METHODS = [m for m in ("template", "fork", "forkserver", "spawn")
+                 if m in available_start_methods()]
 
 
 def _long_lived() -> set[int]:
