@@ -139,7 +139,8 @@ def gil_enabled() -> bool:
 def classify(seconds_per_call: float, cpu_fraction: float, *, coroutine: bool = False,
              seen_seconds: float = math.inf, startup: float = PROCESS_START_SECONDS,
              workers: int | None = None, gil: bool | None = None, native: float = 0.0,
-             max_waiting: int = MAX_WAITING_CALLS, gil_free: bool = False) -> Decision:
+             max_waiting: int = MAX_WAITING_CALLS, gil_free: bool = False,
+             asleep: bool = False) -> Decision:
     """The backend for calls measured at ``seconds_per_call`` using ``cpu_fraction`` CPU.
 
     ``seen_seconds`` is the time all calls measured so far took, and ``startup`` what starting
@@ -148,6 +149,8 @@ def classify(seconds_per_call: float, cpu_fraction: float, *, coroutine: bool = 
     the process used per CPU second of a call (see :func:`native_share`).
     ``max_waiting`` caps how many waiting calls run at once. ``gil_free``: while a call
     computed, other threads could run Python (native code that releases the GIL).
+    ``asleep``: it was seen sleeping on a clock, which uses no CPU however many sleep at
+    once (the CPU it used so far, a first millisecond, says little about the rest).
     """
     workers = workers or usable_cpus()
     gil = gil_enabled() if gil is None else gil
@@ -162,6 +165,10 @@ def classify(seconds_per_call: float, cpu_fraction: float, *, coroutine: bool = 
                         "native code (BLAS, say) runs threads of its own on the CPUs, so calls "
                         "run one at a time in the caller; splitting them would oversubscribe "
                         "the CPUs")
+    if cpu_fraction < WAITING_BELOW_CPU_FRACTION and asleep:
+        return Decision("threads", max_waiting, f"{measured}: mostly waiting, asleep on a "
+                        f"clock, so up to {max_waiting} calls wait at once on threads",
+                        waiting=True)
     if cpu_fraction < WAITING_BELOW_CPU_FRACTION:
         width = min(max_waiting, _waiting_width(cpu_fraction, workers))
         return Decision("threads", width, f"{measured}: mostly waiting, so up to {width} "

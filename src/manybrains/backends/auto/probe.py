@@ -1,12 +1,14 @@
 """Reading a probe that is still running, from outside its thread.
 
 The watcher (the caller, waiting for a decision) reads the probe thread's CPU clock
-(``time.pthread_getcpuclockid``), how long it waited for a CPU, the whole process's CPU clock
-and ``len(sys.modules)``, against the values when the call began.
+(``time.pthread_getcpuclockid``), how long it waited for a CPU and the whole process's CPU
+clock, against the values when the call began, and whether the probe's thread imported a
+module meanwhile (:class:`ImportWatch`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import threading
@@ -52,13 +54,14 @@ class ProbeClock:
     delay: float
     process_cpu: float
     wall: float
-    modules: int  # len(sys.modules): a first call that imports is no typical call
+    imports: ImportWatch  # a first call that imports is no typical call
 
     @classmethod
     def now(cls) -> ProbeClock:
-        """The clocks of the calling thread, now."""
+        """The clocks of the calling thread, now; it is watched for imports until
+        :meth:`ImportWatch.stop`."""
         return cls(threading.get_ident(), threading.get_native_id(), time.thread_time(),
-                   run_delay(), time.process_time(), time.perf_counter(), len(sys.modules))
+                   run_delay(), time.process_time(), time.perf_counter(), ImportWatch.start())
 
     def read(self, caller_cpu: float) -> Reading:
         """What the call did since it began; ``caller_cpu``: the CPU time the watcher itself
@@ -72,4 +75,28 @@ class ProbeClock:
             cpu = process_cpu = wall
         return Reading(wall, cpu_fraction(cpu, wall, delay),
                        native_share(process_cpu - cpu - caller_cpu, cpu, wall),
-                       self.native_id, len(sys.modules) != self.modules)
+                       self.native_id, self.imports.imported)
+
+
+class ImportWatch:
+    """Notes whether one thread imports a module: first on ``sys.meta_path``, it is asked
+    about every module not imported yet, and never finds one. Other threads' imports (a
+    library warming up in the background) do not count."""
+
+    def __init__(self, ident: int) -> None:
+        self.ident = ident
+        self.imported = False
+
+    @classmethod
+    def start(cls) -> ImportWatch:
+        watch = cls(threading.get_ident())
+        sys.meta_path.insert(0, watch)
+        return watch
+
+    def stop(self) -> None:
+        with contextlib.suppress(ValueError):  # someone replaced sys.meta_path meanwhile
+            sys.meta_path.remove(self)
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if threading.get_ident() == self.ident:
+            self.imported = True

@@ -10,8 +10,6 @@ report their run time only.
 
 from __future__ import annotations
 
-import dataclasses
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +40,7 @@ PROBE_SECONDS = LONG_CALL_SECONDS  # a new function's first call is watched this
 # call tells a BLAS call's start-up from its steady state, and costs no more than that call.
 PROBE_COMPUTING_SECONDS = 0.05
 PROBE_IMPORTING_SECONDS = 1.0  # ... and one still importing modules, up to this long
+_ASLEEP_SECONDS = 0.001  # a probe seen asleep on a clock after this long is waiting work
 PROBE_START_SECONDS = 1.0  # waiting for the probe's thread to start (a busy machine)
 _SAMPLE_EVERY = 8
 
@@ -131,7 +130,9 @@ class Profile:
         """Wait for the probe's decision until ``deadline``, waking every half millisecond:
         how often this thread gets to run tells whether the probe holds the GIL, and with
         ``look`` it reads what the probe's thread waits on (a sleep of a millisecond ends
-        before one look at the end would see it). Whether it was decided."""
+        before one look at the end would see it), and stops once the probe has slept on a
+        clock for a millisecond: nothing else will be learnt by watching a sleep. Whether
+        it was decided."""
         while (left := deadline - time.perf_counter()) > 0:
             if self._decided.wait(min(left, GLANCE_SECONDS)) or self._reprobe:
                 return True
@@ -141,10 +142,15 @@ class Profile:
             if look and clock is not None and self.on_a_clock is not False:
                 seen = waiting_on_a_clock(clock.native_id)
                 self.on_a_clock = seen if seen is not None else self.on_a_clock
+                if seen and time.perf_counter() - start >= _ASLEEP_SECONDS:
+                    break
         return self._decided.is_set()
 
     def wait_for_decision(self) -> Decision:
         """The decision, once the probe that another caller started has made it."""
+        decision = self.decision
+        if decision is not None:  # the common case: no Event.wait, which takes a lock
+            return decision
         if not self._decided.wait(PROBE_START_SECONDS + PROBE_SECONDS):
             with self._lock:
                 if self.decision is None:  # the probe never started: assume waiting work
@@ -188,14 +194,17 @@ class Profile:
         self._sampled += 1
         return self._sampled % _SAMPLE_EVERY == 1
 
-    def probe_began(self) -> None:
+    def probe_began(self) -> ProbeClock:
         """Called on the probe's thread as its call begins."""
-        self._probe_clock = ProbeClock.now()
+        clock = self._probe_clock = ProbeClock.now()
         self._probe_started.set()
+        return clock
 
     def take_confirmation(self) -> bool:
         """True once after a probe that imported modules: the next call is measured like a
         probe, and its numbers replace the probe's."""
+        if not self._confirm:  # the common case, without the lock
+            return False
         with self._lock:
             confirm, self._confirm = self._confirm, False
             return confirm
@@ -276,7 +285,7 @@ class Profile:
         decision = classify(per_call, fraction, coroutine=coroutine, seen_seconds=seen,
                             startup=self._startup(), workers=self.workers,
                             native=self._native_for_rule(), max_waiting=self.max_waiting,
-                            gil_free=self.gil_free)
+                            gil_free=self.gil_free, asleep=bool(self.on_a_clock))
         if decision.backend != "processes" or self._unpicklable is None:
             return decision
         return Decision("threads", self.workers, f"{decision.reason}; but its tasks cannot be "
@@ -335,7 +344,9 @@ def measured(task: Task, profile: Profile, *, probe: bool = False, precise: bool
     thread waited for a CPU; one that runs ``alone`` (the probe, a call in the caller) also
     the whole process's CPU time, which other calls running beside it would blur.
     """
-    inner = dataclasses.replace(task, fn=unpickled(task.fn))
+    # Task(...) rather than dataclasses.replace: this runs for every call, and replace() is
+    # several times slower.
+    inner = Task(unpickled(task.fn), task.args, task.kwargs, task.items, task.star)
     return Task(_Measure(inner, profile, probe, precise, alone or probe, confirms))
 
 
@@ -355,9 +366,8 @@ class _Measure:
                 return run_task(self.inner)
             finally:
                 self.profile.record(self.inner.size, time.perf_counter() - wall0, None)
-        if self.probe:
-            self.profile.probe_began()
-        delay0, process0, modules0 = run_delay(), time.process_time(), len(sys.modules)
+        clock = self.profile.probe_began() if self.probe else None
+        delay0, process0 = run_delay(), time.process_time()
         cpu0, wall0 = time.thread_time(), time.perf_counter()
         try:
             return run_task(self.inner)
@@ -366,6 +376,9 @@ class _Measure:
             # A probe still running when the decision came had company from then on.
             alone = self.alone and not (self.probe and self.profile.decision is not None)
             process_cpu = time.process_time() - process0 if alone else None
-            imported = self.probe and len(sys.modules) != modules0
+            imported = False
+            if clock is not None:
+                clock.imports.stop()
+                imported = clock.imports.imported
             self.profile.record(self.inner.size, wall, cpu, run_delay() - delay0, process_cpu,
                                 atypical=imported, replaces=self.confirms)
