@@ -29,14 +29,12 @@ when the parent dies: it dies with the parent (``PR_SET_PDEATHSIG``), and so do 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import pickle
 import select
 import signal
 import socket
 import struct
-import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -44,7 +42,6 @@ from typing import Any
 
 from ... import _inheritance, _mainspace
 
-_PR_SET_PDEATHSIG = 1
 _PID = struct.Struct("q")
 _STATUS = struct.Struct("i")
 _LENGTH = struct.Struct("Q")
@@ -331,12 +328,9 @@ def _run_template(sock: socket.socket, parent_pid: int, snapshot: dict[str, str]
 
 
 def _detach(parent_pid: int) -> None:  # pragma: no cover - runs in the template
-    # Ctrl-C goes to the whole process group: the pool decides what stops, not the template.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    from .worker import detach_from_parent
+
+    detach_from_parent()  # Ctrl-C is for the pool to handle; the parent's death ends it
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
 

@@ -8,7 +8,6 @@ and the supervisor sees that through the process sentinel.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import sys
@@ -164,16 +163,23 @@ def _memory_probe(enabled: bool) -> Any:
     return lambda: info().rss
 
 
-def _detach_from_parent_signals(parent_pid: int) -> None:
+def detach_from_parent() -> None:
+    """Ignore Ctrl-C and die with the process that started this one (Linux)."""
     # Ctrl-C reaches the whole process group; the parent decides what stops, so workers
     # ignore SIGINT and print no traceback of their own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the supervisor
     if sys.platform.startswith("linux"):
-        # Die with the process that started this one (the pool, or its forkserver, which
-        # exits with the pool's process). Then close the race where it died before prctl.
+        import ctypes  # here: a template imports it once for all the workers it forks
+
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _detach_from_parent_signals(parent_pid: int) -> None:
+    # The process that started this one is the pool's, its forkserver or its template, each
+    # of which exits with the pool's process. Then close the race where it died before prctl.
+    detach_from_parent()
     _release_forkserver()
     if not process_alive(parent_pid):
         os._exit(1)
