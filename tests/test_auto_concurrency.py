@@ -282,3 +282,20 @@ def _wrapped(error: BaseException) -> BaseException:
 ])
 def test_overload_errors(error, name):
     assert overload_error(error) == name
+
+
+def long_wait(x: int) -> int:
+    time.sleep(1.5)
+    return x
+
+
+def test_terminate_abandons_running_calls_and_cancels_queued_ones():
+    pool = mb.Pool(backend="auto", concurrency=2)
+    pool.submit(sleeps, 0).result(timeout=10)  # decided: waiting, on threads
+    futures = [pool.submit(long_wait, i) for i in range(6)]
+    time.sleep(0.1)
+    started = time.monotonic()
+    pool.terminate()
+    assert time.monotonic() - started < 1.0  # it does not wait for the running calls
+    assert all(f.cancelled() for f in futures[2:])
+    time.sleep(1.6)  # the abandoned threads finish their calls, then exit

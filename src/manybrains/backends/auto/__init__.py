@@ -108,10 +108,13 @@ class AutoBackend(Backend):
             template.release()
         if threads is None:
             return
-        if wait or kill:
+        if kill:  # running calls are abandoned, queued ones were cancelled above
+            threads.shutdown(wait=wait, cancel_futures=cancel_futures, kill=True)
+            return
+        if wait:
             for gate in gates:
                 gate.drain()  # its queued calls still run: they were accepted before
-            threads.shutdown(wait=wait, cancel_futures=cancel_futures, kill=kill)
+            threads.shutdown(wait=True, cancel_futures=cancel_futures)
             return
         _after_all(gates, lambda: threads.shutdown(wait=False, cancel_futures=cancel_futures))
 

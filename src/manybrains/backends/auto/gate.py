@@ -142,7 +142,9 @@ class Gate:
             else overload_error(error)
         with self._lock:
             self._running -= 1
-        self.limit.finished(call.started, latency / max(1, call.task.size), call.load, overload)
+        if not inner.cancelled():  # a cancelled call says nothing about the other side
+            self.limit.finished(call.started, latency / max(1, call.task.size), call.load,
+                                overload)
         if overload is not None and call.reruns < MAX_RERUNS and not call.future.cancelled():
             self._again(call, outcome)
         else:
