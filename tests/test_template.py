@@ -214,3 +214,17 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_a_pool_inside_a_task_gets_a_template_of_its_own():
+    found = run("""
+        import json, manybrains as mb
+        def inner(x):
+            return x + 1
+        def outer(x):
+            with mb.Pool(1) as pool:
+                return pool.map(inner, [x, x])[0], pool.statistics()["start_method"]
+        with mb.Pool(2) as pool:
+            print(json.dumps({"found": pool.map(outer, range(3))}))
+    """)
+    assert found["found"] == [[1, "template"], [2, "template"], [3, "template"]]

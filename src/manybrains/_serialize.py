@@ -10,6 +10,8 @@ where it could leave a future pending forever.
 from __future__ import annotations
 
 import io
+import itertools
+import os
 import pickle
 import sys
 from collections import ChainMap
@@ -131,26 +133,37 @@ class PickledOnce:
     """
 
     __slots__ = ("_blob", "_key", "fn")
-    _keys = iter(range(1, 1 << 62))
+    _keys = itertools.count(1)
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.fn = fn
-        self._key = next(self._keys)
+        # Unique across processes: a worker forked from this one (a nested pool's, or a
+        # Dask worker serving several clients) may hold other functions under a bare count.
+        self._key = f"{_process_tag}-{next(self._keys)}"
         self._blob: bytes | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
 
-    def __reduce__(self) -> tuple[Callable[[int, bytes], Any], tuple[int, bytes]]:
+    def __reduce__(self) -> tuple[Callable[[str, bytes], Any], tuple[str, bytes]]:
         if self._blob is None:
             self._blob = dumps_plain(self.fn)
         return (load_function, (self._key, self._blob))
 
 
-_FUNCTIONS: dict[int, Any] = {}
+_FUNCTIONS: dict[str, Any] = {}
+_process_tag = os.urandom(6).hex()
 
 
-def load_function(key: int, blob: bytes) -> Any:
+def _new_process_tag() -> None:
+    global _process_tag
+    _process_tag = os.urandom(6).hex()
+
+
+os.register_at_fork(after_in_child=_new_process_tag)
+
+
+def load_function(key: str, blob: bytes) -> Any:
     """Unpickle a :class:`PickledOnce` function, from the cache when this process has it."""
     fn = _FUNCTIONS.get(key)
     if fn is None:

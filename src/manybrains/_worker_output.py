@@ -60,6 +60,18 @@ def install(ship_log: ShipLog, ship_output: ShipOutput, levels: dict[str, Any] |
     sys.stderr = _shipping_stream(ship_output, STDERR, sys.stderr)
 
 
+def uninstall() -> None:
+    """Undo :func:`install` (in a process forked from a worker: it has no pipe of its own)."""
+    for name in ("stdout", "stderr"):
+        raw = getattr(getattr(getattr(sys, name), "buffer", None), "raw", None)
+        if isinstance(raw, _ShippingRaw) and raw._original is not None:
+            setattr(sys, name, raw._original)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _ShippingHandler):
+            root.removeHandler(handler)
+
+
 def flush() -> None:
     """Send what the worker's streams still hold (a last line without its newline)."""
     for stream in (sys.stdout, sys.stderr):

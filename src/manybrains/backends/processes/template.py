@@ -35,6 +35,7 @@ import select
 import signal
 import socket
 import struct
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -98,6 +99,9 @@ class Template:
         self._lock = threading.Lock()  # one request at a time on the socket
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         parent_pid = os.getpid()
+        for stream in (sys.stdout, sys.stderr):  # or the copy would write it out again
+            with contextlib.suppress(Exception):
+                stream.flush()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the template, measured by its workers
             ours.close()
@@ -309,8 +313,9 @@ class TemplateContext:
 
 def _run_template(sock: socket.socket, parent_pid: int, snapshot: dict[str, str],
                   kept: object) -> None:  # pragma: no cover - runs in the template
-    global _in_template
+    global _in_template, _lock
     _in_template = True
+    _lock = threading.Lock()  # forked while acquire() held it
     code = 0
     try:
         _detach(parent_pid)
@@ -381,8 +386,9 @@ class _Server:  # pragma: no cover - runs in the template
         return True
 
     def _become_worker(self, payload: bytes, fds: list[int]) -> None:
-        global _inherited_fds
+        global _inherited_fds, _in_template, _newest
         code = 1
+        _in_template, _newest = False, None  # a pool in a task may fork templates of its own
         try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)

@@ -75,6 +75,7 @@ def main(conn: Connection, threads: tuple[int | None, int], setup: Setup) -> Non
     if inherited is not None:  # forked straight from the parent: its __main__ is here
         _mainspace.inherit(inherited)
     _worker_output.install(*_shippers(conn), log_levels)  # logs and prints go to the parent
+    os.register_at_fork(after_in_child=lambda: _forget_pool(conn))
     if initializer is not None:
         try:
             initializer(*initargs)
@@ -84,6 +85,15 @@ def main(conn: Connection, threads: tuple[int | None, int], setup: Setup) -> Non
     if _send(conn, protocol.reply(protocol.READY)):
         _serve(conn, _memory_probe(measure_memory))
     _worker_output.flush()
+
+
+def _forget_pool(conn: Connection) -> None:
+    # In a process a task forked (a nested pool's template, a multiprocessing child): this
+    # worker's pipe and output shipping are not its own; writing there would interleave
+    # its bytes with this worker's messages.
+    _worker_output.uninstall()
+    with contextlib.suppress(OSError):
+        conn.close()
 
 
 def _serve(conn: Connection, rss: Any) -> None:
