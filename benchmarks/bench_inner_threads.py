@@ -13,7 +13,8 @@ The cap of the first two pool rows is set by an initializer (``inner_threads.app
 they compare the two settings whatever the engine does by itself. numpy is imported before the
 pools start, as in most programs: a worker forked from this process holds BLAS already loaded.
 Each row is the median of ``--repeat`` runs of all tasks (pools started and warmed before
-the clock starts); the last column is the ratio to inline.
+the clock starts), the rows taking turns so that the load of the machine weighs on all of
+them alike; the last column is the ratio to inline.
 
 Usage: python benchmarks/bench_inner_threads.py [--tasks N] [--products P] [--repeat R] [--tiny]
 """
@@ -21,6 +22,7 @@ Usage: python benchmarks/bench_inner_threads.py [--tasks N] [--products P] [--re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import statistics
 import time
@@ -36,6 +38,8 @@ from manybrains.backends.processes import inner_threads
 
 WORKERS = 2
 SIZE = 300
+PAUSE = 0.3  # seconds between two timed runs
+Run = Callable[[list[int]], list[float]]
 
 
 def products(count: int) -> float:
@@ -58,26 +62,35 @@ def run_inline(work: list[int]) -> list[float]:
     return [products(n) for n in work]
 
 
-def timed(run: Callable[[list[int]], list[float]], work: list[int], repeat: int) -> float:
-    run(work[:WORKERS])  # warm: BLAS threads started, pages touched
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        run(work)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+def run_inline_one_thread(work: list[int]) -> list[float]:
+    with threadpool_limits(1):
+        return run_inline(work)
 
 
-def pool_row(work: list[int], repeat: int, cap: int | None) -> tuple[float, int]:
-    """Seconds for ``work`` on a 2-worker pool, and the BLAS threads a worker ran."""
+def open_pool(stack: contextlib.ExitStack, cap: int | None) -> tuple[Run, int]:
+    """A 2-worker pool's way to run the work, and the BLAS threads its workers run."""
     options: dict[str, Any] = {}
     if cap is not None:  # override: the rows compare the two settings, whatever the shell set
         options = {"initializer": functools.partial(inner_threads.apply, override=True),
                    "initargs": (cap,)}
-    with mb.Pool(WORKERS, **options) as pool:
-        threads = max(pool.map(blas_threads, range(WORKERS), chunksize=1))
-        seconds = timed(lambda w: pool.map(products, w, chunksize=1), work, repeat)
-    return seconds, threads
+    pool = stack.enter_context(mb.Pool(WORKERS, **options))
+    threads = max(pool.map(blas_threads, range(WORKERS), chunksize=1))
+    return (lambda work: pool.map(products, work, chunksize=1)), threads
+
+
+def measure(runs: list[Run], work: list[int], repeat: int) -> list[float]:
+    """The median seconds of each run over ``work``, the runs taking turns, so that a change
+    of load on the machine falls on all of them alike."""
+    for run in runs:
+        run(work[:WORKERS])  # warm: BLAS threads started, pages touched
+    times: list[list[float]] = [[] for _ in runs]
+    for _ in range(repeat):
+        for run, seconds in zip(runs, times, strict=True):
+            time.sleep(PAUSE)  # idle BLAS threads of the previous run stop spinning
+            started = time.perf_counter()
+            run(work)
+            seconds.append(time.perf_counter() - started)
+    return [statistics.median(seconds) for seconds in times]
 
 
 def main() -> None:
@@ -90,22 +103,22 @@ def main() -> None:
     if args.tiny:
         args.tasks, args.products, args.repeat = 4, 2, 1
     cpus = usable_cpus()
-    work = [args.products] * args.tasks
-    inline = timed(run_inline, work, args.repeat)
-    rows = [(f"inline (BLAS threads: {blas_threads()})", inline)]
-    with threadpool_limits(1):  # for scale: the same loop on one BLAS thread
-        rows.append(("inline, BLAS on 1 thread", timed(run_inline, work, args.repeat)))
     share = inner_threads.default(WORKERS)
-    for label, cap in ((f"mb.Pool(2), capped at {share} each", share),
-                       (f"mb.Pool(2), uncapped ({cpus} each)", cpus),
-                       ("mb.Pool(2), no option given", None)):
-        seconds, threads = pool_row(work, args.repeat, cap)
-        rows.append((f"{label} [workers ran {threads}]", seconds))
+    labels = [f"inline (BLAS threads: {blas_threads()})", "inline, BLAS on 1 thread"]
+    runs: list[Run] = [run_inline, run_inline_one_thread]
+    with contextlib.ExitStack() as stack:
+        for label, cap in ((f"mb.Pool(2), capped at {share} each", share),
+                           (f"mb.Pool(2), uncapped ({cpus} each)", cpus),
+                           ("mb.Pool(2), no option given", None)):
+            run, threads = open_pool(stack, cap)
+            labels.append(f"{label} [workers ran {threads}]")
+            runs.append(run)
+        seconds = measure(runs, [args.products] * args.tasks, args.repeat)
     print(f"{args.tasks} tasks of {args.products} products of {SIZE}x{SIZE} matrices, "
-          f"{cpus} usable CPUs, median of {args.repeat}")
+          f"{cpus} usable CPUs, median of {args.repeat}, the rows taking turns")
     print(f"{'contender':<52} {'seconds':>8} {'vs inline':>10}")
-    for label, seconds in rows:
-        print(f"{label:<52} {seconds:>8.3f} {seconds / inline:>10.2f}")
+    for label, value in zip(labels, seconds, strict=True):
+        print(f"{label:<52} {value:>8.3f} {value / seconds[0]:>10.2f}")
 
 
 if __name__ == "__main__":
