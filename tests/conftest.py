@@ -17,6 +17,7 @@ concurrent session's processes and segments are never blamed here.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import secrets
 import threading
@@ -38,10 +39,12 @@ os.environ[RUN_MARKER] = RUN_ID
 # Tunable for the fixture's own tests, which would otherwise wait the full settle time.
 _SETTLE_SECONDS = float(os.environ.get("MANYBRAINS_LEAK_SETTLE", "5"))
 
-# Every start method the process engine is tested under; the fault table, the Ctrl-C and
-# killed-parent tests all run over this list. A new start method is one more name here.
-START_METHODS = [m for m in ("template", "fork", "forkserver", "spawn")
-                 if m in available_start_methods()]
+# The stdlib's start methods (what multiprocessing.get_context() accepts too), and every
+# start method a Pool is tested under: the ``start_method`` fixture, so the fault table and
+# the Ctrl-C and killed-parent tests, run over POOL_START_METHODS. A new one is one name here.
+START_METHODS = [m for m in ("fork", "forkserver", "spawn")
+                 if m in multiprocessing.get_all_start_methods()]
+POOL_START_METHODS = [m for m in ("template", *START_METHODS) if m in available_start_methods()]
 
 
 def _long_lived() -> set[int]:
@@ -149,7 +152,7 @@ def no_leaks() -> Iterator[None]:
     assert not left, "the test left these behind:\n  " + "\n  ".join(left)
 
 
-@pytest.fixture(params=START_METHODS)
+@pytest.fixture(params=POOL_START_METHODS)
 def start_method(request: pytest.FixtureRequest) -> str:
-    """Each start method this platform has."""
+    """Each start method a Pool has on this platform."""
     return str(request.param)

@@ -1,7 +1,7 @@
 """The fault model of the process engine (the README's "What happens when things go wrong").
 
 FAULT_TABLE lists what can go wrong in one task; each row is a test case under every start
-method in conftest's START_METHODS. Every case ends the same way: a clear error for that
+method in conftest's POOL_START_METHODS. Every case ends the same way: a clear error for that
 task only, the other tasks' results intact, the pool still usable, a worker killed by the
 fault gone and replaced (with its children), and (checked by the autouse ``no_leaks``
 fixture) no process, thread or shared-memory segment left behind. Faults of a whole pool
