@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 import usercode
-from conftest import START_METHODS
+from conftest import POOL_START_METHODS
 
-METHODS = [*START_METHODS, "default"]
+METHODS = [*POOL_START_METHODS, "default"]
 SCRIPT_TIMEOUT = 60.0
 CELL_TIMEOUT = 30.0  # a notebook cell; the module's kernel runs about forty of them
 
