@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._arguments import ChunkSize, check_callable, check_iterable
 from ._async_result import AsyncResult, failed, gather
 from ._chunking import chunks, known_length
-from ._errors import SerializationError
+from ._errors import SerializationError, also_as
 
 if TYPE_CHECKING:
     from ._chunking import ChunkSizer
@@ -108,7 +108,7 @@ class MultiprocessingPoolAPI:
                        ) -> Iterator[R]:
         """Lazily yield ``fn(x)`` for each ``x``, as results come (``imap(ordered=False)``)."""
         return self._imap(fn, check_iterable(iterable), star=False, ordered=False,
-                          chunksize=_chunksize(chunksize), timeout=timeout, retries=retries,
+                          chunksize=auto_chunksize(chunksize), timeout=timeout, retries=retries,
                           progress=progress)
 
     def _map_async(self, fn: Callable[..., Any], iterable: Iterable[Any], star: bool,
@@ -145,9 +145,62 @@ class MultiprocessingPoolAPI:
         self._close(wait=True, cancel_futures=False, kill=False)
 
 
-def _chunksize(chunksize: ChunkSize | None) -> ChunkSize:
-    """multiprocessing's ``chunksize=None``: the pool chooses (here: adaptively)."""
-    return "auto" if chunksize is None else chunksize
+# ---- reading multiprocessing's arguments ---------------------------------------------------
+
+
+def one_of(name: str, value: Any, alias: str, alias_value: Any) -> Any:
+    """The option given under its manybrains name or its ``multiprocessing`` one."""
+    if alias_value is None:
+        return value
+    if value is not None:
+        raise TypeError(f"{name} and {alias} are the same option; give only one")
+    return alias_value
+
+
+def check_lifetime(maxtasksperchild: object) -> int | None:
+    # multiprocessing raises ValueError for any bad value here, a float or a string too.
+    if maxtasksperchild is None:
+        return None
+    if isinstance(maxtasksperchild, bool) or not isinstance(maxtasksperchild, int) \
+            or maxtasksperchild < 1:
+        raise ValueError(f"maxtasksperchild must be a positive int or None, got "
+                         f"{maxtasksperchild!r}")
+    return maxtasksperchild
+
+
+def auto_chunksize(chunksize: ChunkSize | None) -> ChunkSize:
+    return "auto" if chunksize is None else chunksize  # multiprocessing's None: pool's choice
+
+
+def split_chunksize(iterables: tuple[Any, ...], chunksize: ChunkSize | None
+                     ) -> tuple[tuple[Any, ...], ChunkSize]:
+    """``map(fn, items, 8)`` is multiprocessing's ``chunksize=8``; anything else that is
+    not an iterable is a TypeError that says how to write it."""
+    if not iterables:
+        raise TypeError("map() needs at least one iterable")
+    if len(iterables) == 2 and _is_chunksize(iterables[1]):
+        if chunksize != "auto":
+            raise TypeError("map() got chunksize both positionally (multiprocessing's third "
+                            "argument) and by keyword; give it once")
+        return iterables[:1], auto_chunksize(iterables[1])
+    for position, value in enumerate(iterables[1:], 3):
+        if _is_chunksize(value):
+            raise TypeError(
+                f"map() argument {position} is {value!r}, not an iterable: several "
+                "iterables take chunksize by keyword only (map(fn, xs, ys, chunksize=8)); "
+                "a positional chunksize (multiprocessing's form) follows a single iterable")
+    return iterables, auto_chunksize(chunksize)
+
+
+def _is_chunksize(value: object) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def as_its_cause(error: SerializationError) -> BaseException:
+    """A pickling failure raised at submit, also as the type its ``__reduce__`` raised, as
+    the stdlib pools report it (``except RuntimeError`` still catches it)."""
+    cause = error.__cause__
+    return error if cause is None else also_as(error, type(cause))
 
 
 def _call_arguments(args: Iterable[Any], kwds: Mapping[str, Any] | None

@@ -28,8 +28,15 @@ from ._arguments import (
 )
 from ._chunking import ChunkSizer, known_length
 from ._cpus import usable_cpus
-from ._errors import PoolClosed, SerializationError, also_as
-from ._multiprocessing_api import MultiprocessingPoolAPI
+from ._errors import PoolClosed, SerializationError
+from ._multiprocessing_api import (
+    MultiprocessingPoolAPI,
+    as_its_cause,
+    auto_chunksize,
+    check_lifetime,
+    one_of,
+    split_chunksize,
+)
 from ._serialize import PickledOnce
 from ._stream import astream, collect, stream, stream_chunks
 from ._task import DEFAULT_CONCURRENCY, AsyncCall, ChunkOutcome, Task, is_coroutine_function
@@ -102,10 +109,10 @@ class Pool(MultiprocessingPoolAPI):
                  retries: int = 0, cancel_running: bool = False,
                  address: str | None = None, client: Any = None,
                  dashboard: bool | str = False, _executor_semantics: bool = False) -> None:
-        workers = _one_of("workers", workers, "processes", processes)
-        max_tasks_per_worker = _one_of("max_tasks_per_worker", max_tasks_per_worker,
-                                       "maxtasksperchild", _check_lifetime(maxtasksperchild))
-        start_method = _one_of("start_method", start_method, "context", context)
+        workers = one_of("workers", workers, "processes", processes)
+        max_tasks_per_worker = one_of("max_tasks_per_worker", max_tasks_per_worker,
+                                       "maxtasksperchild", check_lifetime(maxtasksperchild))
+        start_method = one_of("start_method", start_method, "context", context)
         backend_class = get_backend(backend)
         self._workers = (positive_int("workers", workers) if workers is not None
                          else _default_workers(backend))
@@ -163,7 +170,7 @@ class Pool(MultiprocessingPoolAPI):
         try:
             return self._backend.submit(task, timeout=timeout, retries=retries)
         except SerializationError as error:
-            raise _as_its_cause(error) from error.__cause__
+            raise as_its_cause(error) from error.__cause__
 
     async def asubmit(self, fn: Callable[..., R], /, *args: Any, timeout: float | None = None,
                       retries: int | None = None, **kwargs: Any) -> R:
@@ -192,7 +199,7 @@ class Pool(MultiprocessingPoolAPI):
         ``progress=True`` shows a progress bar (a dict: its tqdm options; a callable: gets
         progress snapshots); see :mod:`manybrains.progress`.
         """
-        iterables, chunksize = _split_chunksize(iterables, chunksize)
+        iterables, chunksize = split_chunksize(iterables, chunksize)
         items, star = zip_args(iterables)
         return self._collect(fn, items, star=star, chunksize=chunksize, timeout=timeout,
                              retries=retries, progress=progress)
@@ -202,7 +209,7 @@ class Pool(MultiprocessingPoolAPI):
                 retries: int | None = None, progress: ProgressOption = False) -> list[R]:
         """``[fn(*args) for args in iterable]``, computed by the workers, in order."""
         return self._collect(fn, check_iterable(iterable), star=True,
-                             chunksize=_auto(chunksize), timeout=timeout, retries=retries,
+                             chunksize=auto_chunksize(chunksize), timeout=timeout, retries=retries,
                              progress=progress)
 
     def imap(self, fn: Callable[[T], R], iterable: Iterable[T],
@@ -216,7 +223,7 @@ class Pool(MultiprocessingPoolAPI):
         item come first, then its error.
         """
         return self._imap(fn, check_iterable(iterable), star=False, ordered=ordered,
-                          chunksize=_auto(chunksize), timeout=timeout, retries=retries,
+                          chunksize=auto_chunksize(chunksize), timeout=timeout, retries=retries,
                           progress=progress)
 
     def istarmap(self, fn: Callable[..., R], iterable: Iterable[Iterable[Any]], *,
@@ -294,7 +301,7 @@ class Pool(MultiprocessingPoolAPI):
                 return self._backend.submit(Task(carried, items=chunk, star=star),
                                             timeout=deadline, retries=retries)
             except SerializationError as error:
-                raise _as_its_cause(error) from error.__cause__
+                raise as_its_cause(error) from error.__cause__
 
         return sizer, submit_chunk
 
@@ -402,61 +409,6 @@ class Pool(MultiprocessingPoolAPI):
 
     def _retries_for(self, retries: int | None) -> int:
         return self._retries if retries is None else check_retries(retries)
-
-
-def _one_of(name: str, value: Any, alias: str, alias_value: Any) -> Any:
-    """The option given under its manybrains name or its ``multiprocessing`` one."""
-    if alias_value is None:
-        return value
-    if value is not None:
-        raise TypeError(f"{name} and {alias} are the same option; give only one")
-    return alias_value
-
-
-def _check_lifetime(maxtasksperchild: object) -> int | None:
-    # multiprocessing raises ValueError for any bad value here, a float or a string too.
-    if maxtasksperchild is None:
-        return None
-    if isinstance(maxtasksperchild, bool) or not isinstance(maxtasksperchild, int) \
-            or maxtasksperchild < 1:
-        raise ValueError(f"maxtasksperchild must be a positive int or None, got "
-                         f"{maxtasksperchild!r}")
-    return maxtasksperchild
-
-
-def _auto(chunksize: ChunkSize | None) -> ChunkSize:
-    return "auto" if chunksize is None else chunksize  # multiprocessing's None: pool's choice
-
-
-def _split_chunksize(iterables: tuple[Any, ...], chunksize: ChunkSize | None
-                     ) -> tuple[tuple[Any, ...], ChunkSize]:
-    """``map(fn, items, 8)`` is multiprocessing's ``chunksize=8``; anything else that is
-    not an iterable is a TypeError that says how to write it."""
-    if not iterables:
-        raise TypeError("map() needs at least one iterable")
-    if len(iterables) == 2 and _is_chunksize(iterables[1]):
-        if chunksize != "auto":
-            raise TypeError("map() got chunksize both positionally (multiprocessing's third "
-                            "argument) and by keyword; give it once")
-        return iterables[:1], _auto(iterables[1])
-    for position, value in enumerate(iterables[1:], 3):
-        if _is_chunksize(value):
-            raise TypeError(
-                f"map() argument {position} is {value!r}, not an iterable: several "
-                "iterables take chunksize by keyword only (map(fn, xs, ys, chunksize=8)); "
-                "a positional chunksize (multiprocessing's form) follows a single iterable")
-    return iterables, _auto(chunksize)
-
-
-def _is_chunksize(value: object) -> bool:
-    return value is None or (isinstance(value, int) and not isinstance(value, bool))
-
-
-def _as_its_cause(error: SerializationError) -> BaseException:
-    """A pickling failure raised at submit, also as the type its ``__reduce__`` raised, as
-    the stdlib pools report it (``except RuntimeError`` still catches it)."""
-    cause = error.__cause__
-    return error if cause is None else also_as(error, type(cause))
 
 
 def _default_workers(backend: str) -> int:
