@@ -228,3 +228,41 @@ def test_a_pool_inside_a_task_gets_a_template_of_its_own():
             print(json.dumps({"found": pool.map(outer, range(3))}))
     """)
     assert found["found"] == [[1, "template"], [2, "template"], [3, "template"]]
+
+
+def test_a_function_the_worker_holds_travels_by_reference():
+    # Its default argument cannot be pickled: only a worker that holds the very function
+    # (a template's, forked after it was defined) can run it; forkserver workers cannot.
+    code = """
+        import json, sys, threading, manybrains as mb
+        def locked(x, lock=threading.Lock()):
+            with lock:
+                return x * 2
+        method = None if sys.argv[1] == "default" else sys.argv[1]
+        try:
+            with mb.Pool(2, start_method=method) as pool:
+                found = pool.map(locked, range(3))
+        except mb.SerializationError as exc:
+            found = "SerializationError: " + str(exc)
+        print(json.dumps({"found": found}))
+    """
+    assert run(code, "default")["found"] == [0, 2, 4]
+    assert run(code, "forkserver")["found"].startswith("SerializationError")
+
+
+@pytest.mark.parametrize("method", ["default", "forkserver"])
+def test_only_the_globals_a_function_reads_travel_with_it(method):
+    # ``point.value`` reads an attribute, not the global ``value``: the unpicklable global
+    # must not be sent along.
+    found = run("""
+        import json, sys, threading, types, manybrains as mb
+        value = threading.Lock()
+        def read(point):
+            return point.value
+        if __name__ == "__main__":
+            method = None if sys.argv[1] == "default" else sys.argv[1]
+            with mb.Pool(1, start_method=method) as pool:
+                got = pool.map(read, [types.SimpleNamespace(value=v) for v in (1, 2)])
+            print(json.dumps({"found": got}))
+    """, method)
+    assert found["found"] == [1, 2]
