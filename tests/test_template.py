@@ -266,3 +266,21 @@ def test_only_the_globals_a_function_reads_travel_with_it(method):
             print(json.dumps({"found": got}))
     """, method)
     assert found["found"] == [1, 2]
+
+
+def test_templates_alive_together_each_exit_when_done():
+    # Each spawn in a single-threaded program forks a template of its own; a template forked
+    # while another exists must not keep the other's socket open, or that one never exits.
+    found = run("""
+        import json, time, psutil, manybrains as mb
+        handles = [mb.spawn(abs, -n) for n in range(3)]
+        templates = len(psutil.Process().children())
+        start = time.monotonic()
+        spawned = [h.result() for h in handles]
+        print(json.dumps({"templates": templates, "spawned": spawned,
+                          "took": time.monotonic() - start,
+                          "after": len(psutil.Process().children())}))
+    """)
+    assert found["templates"] == 3 and found["spawned"] == [0, 1, 2], found
+    assert found["after"] == 0
+    assert found["took"] < 4.0, "a template had to be killed after its grace period"

@@ -29,6 +29,7 @@ when the parent dies: it dies with the parent (``PR_SET_PDEATHSIG``), and so do 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
 import select
@@ -166,6 +167,10 @@ def _reap_template(pid: int) -> None:
     if pidfd >= 0:
         try:
             if not select.select([pidfd], [], [], _EXIT_GRACE)[0]:
+                # A copy of its socket is open somewhere, or a worker of it still runs.
+                logging.getLogger("manybrains").warning(
+                    "the template process %d did not exit %g s after its last pool; killed",
+                    pid, _EXIT_GRACE)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)  # its workers die with it (PDEATHSIG)
         finally:
