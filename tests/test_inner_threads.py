@@ -99,8 +99,16 @@ def blas_threads(_item=None):
 """
 
 
+# The scripts start with none of the variables, whatever this process holds (a test that ran
+# a pool's initializer in this process may have set them), plus those a test gives.
+NO_VARIABLES = dict.fromkeys(
+    [*{name for reads in inner_threads.VARIABLES.values() for name in reads}, inner_threads.MARKER],
+    "")
+
+
 def _run(source: str, **env: str) -> usercode.Outcome:
-    outcome = usercode.run(BLAS_THREADS + textwrap.dedent(source), timeout=60, env=env)
+    outcome = usercode.run(BLAS_THREADS + textwrap.dedent(source), timeout=60,
+                           env={**NO_VARIABLES, **env})
     assert outcome.returncode == 0, outcome
     return outcome
 
