@@ -224,3 +224,11 @@ def test_a_result_the_parent_cannot_unpickle_is_a_broken_process_pool_for_it_alo
         assert isinstance(error, BrokenProcessPool) and isinstance(error, mb.SerializationError)
         assert "cannot unpickle the result" in str(error)
         assert ex.submit(square, 4).result(timeout=30) == 16
+
+
+def test_a_task_error_keeps_its_type_and_carries_the_worker_traceback():
+    with mb.ProcessPoolExecutor(1) as ex:
+        error = ex.submit(fail_on, 3).exception(timeout=30)
+    assert type(error) is ValueError and error.args == ("bad input 3",)
+    assert isinstance(error.__cause__, mb.RemoteTraceback)
+    assert 'raise ValueError(f"bad input {x}")' in error.__cause__.tb

@@ -295,3 +295,11 @@ def test_callbacks_run_in_one_engine_thread_not_the_caller(pool):
     pool.apply_async(square, (2,), callback=lambda _: threads.append(
         threading.current_thread())).wait(30)
     assert threads and threads[0] is not threading.current_thread()
+
+
+def test_a_task_error_keeps_its_type_and_carries_the_worker_traceback(pool):
+    with pytest.raises(KeyError) as info:
+        pool.apply(raise_key_error)
+    assert type(info.value) is KeyError and info.value.args == ("missing key",)
+    assert isinstance(info.value.__cause__, mb.RemoteTraceback)
+    assert 'raise KeyError("missing key")' in info.value.__cause__.tb
