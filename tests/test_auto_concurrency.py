@@ -151,6 +151,25 @@ def test_an_error_that_is_not_an_overload_is_not_run_again():
     assert calls.count(7) == 1
 
 
+@pytest.mark.parametrize("error", [TimeoutError("read timed out"),
+                                   ConnectionResetError("reset by peer")])
+def test_an_overload_the_server_may_have_acted_on_is_not_run_again(error):
+    # A timeout or a reset can come after a POST was applied: running it again would repeat
+    # it. It still tells the limit to back off.
+    calls = []
+
+    def posts(x: int) -> int:
+        time.sleep(0.02)
+        calls.append(x)
+        if x == 3:
+            raise error
+        return x
+
+    with mb.Pool(backend="auto") as pool, pytest.raises(type(error)):
+        pool.map(posts, range(6), chunksize=1)
+    assert calls.count(3) == 1
+
+
 def test_an_overload_that_persists_fails_after_a_few_reruns():
     calls = []
 

@@ -292,14 +292,7 @@ def _check(case: str, outcome: usercode.Outcome) -> None:
 # "case/methods/modes": each part one name, a comma-separated list, or "*" for any.
 # The lead removes an entry once the worker model gives it.
 PENDING: set[str] = {
-    # piped to `python -`, a forkserver or spawn worker tries to re-run a file named <stdin>
-    "pool_initializer_global,executor_initializer_global,cache_persists,"
-    "parent_globals_unchanged,rebind_seen,stdlib_initargs_pool,stdlib_initargs_executor,"
-    "stdlib_spawn_args/forkserver,spawn/stdin",
-    # without a main guard, forkserver workers re-run the script too (only spawn must), and
-    # under spawn the parent's own error does not say to add the guard
-    "unguarded_spawn,unguarded_pool/forkserver,spawn/file,stdin",
-    # a kernel runs threads, so the default falls back to a forkserver, which a plain
+    # a documented limit, refused with an error that names the fix: a kernel runs threads, so the default falls back to a forkserver, which a plain
     # multiprocessing.Lock() (the 'fork' context's, on Python < 3.14) cannot reach
     "stdlib_initargs_pool,stdlib_initargs_executor,stdlib_spawn_args/default,template/notebook",
 }

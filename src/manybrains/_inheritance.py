@@ -115,9 +115,10 @@ def reduce_semlock(lock: Any) -> Any:
     if inherited is None:
         raise TypeError(
             f"this multiprocessing {type(lock).__name__} was made by the default 'fork' "
-            "context, so a process started by 'spawn' or 'forkserver' cannot reach it: "
-            "make it with multiprocessing.get_context('spawn'), use the default start "
-            "method, or use mb.Lock / mb.Queue / mb.Value")
+            "context, so the pool's workers, started by a forkserver or spawn (as in a "
+            "program that runs other threads, like a Jupyter kernel), cannot reach it: make "
+            "it with multiprocessing.get_context('forkserver'), or use mb.Lock / mb.Queue / "
+            "mb.Value, which travel anywhere")
     if not any(low <= semlock.handle < high for low, high in inherited):
         raise TypeError(
             f"this multiprocessing {type(lock).__name__} was made after the process that "

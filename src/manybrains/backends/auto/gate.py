@@ -5,8 +5,11 @@ soon as :class:`~manybrains.backends.auto.limit.ConcurrencyLimit` allows and que
 otherwise; each finished call tells the limit how it went and lets the next one in. A call
 that failed because the other side was overwhelmed (see
 :func:`~manybrains.backends.auto.limit.overload_error`) is run again at the front of the
-queue, up to ``MAX_RERUNS`` times, so that backing off costs the caller no errors; a chunk
-runs again from the item that failed. A task's timeout starts when it leaves the gate.
+queue, up to ``MAX_RERUNS`` times, so that backing off costs the caller no errors, when the
+other side surely did not act on it (a refused connection, a 429 or 503 answer: see
+:func:`~manybrains.backends.auto.limit.safe_to_run_again`); a timeout or a reset may come
+after the work was done, so that call fails. A chunk runs again from the item that failed.
+A task's timeout starts when it leaves the gate.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 from ..._future import TaskFuture, set_exception, set_result
 from ..._task import ChunkOutcome, Task
-from .limit import ConcurrencyLimit, overload_error
+from .limit import ConcurrencyLimit, overload_error, safe_to_run_again
 
 MAX_RERUNS = 5  # runs of one call turned away as "too much at once", after the first
 
@@ -145,7 +148,8 @@ class Gate:
         if not inner.cancelled():  # a cancelled call says nothing about the other side
             self.limit.finished(call.started, latency / max(1, call.task.size), call.load,
                                 overload)
-        if overload is not None and call.reruns < MAX_RERUNS and not call.future.cancelled():
+        if (overload is not None and safe_to_run_again(error) and call.reruns < MAX_RERUNS
+                and not call.future.cancelled()):
             self._again(call, outcome)
         else:
             _deliver(call, inner, outcome)

@@ -16,7 +16,9 @@ multiplicative decrease*, fed by each finished call::
       2x its best                      is building on the other side, and about that many
                                        calls kept up with it
     a call fails with an overload      x0.7   (connection refused/reset, a timeout, HTTP 429
-      error                                    or 503); the call is run again, later
+      error                                    or 503); run again, later, only when the
+                                               other side surely did not act on it
+                                               (refused, 429, 503: see safe_to_run_again)
     at most one decrease a round trip: calls started before the last one tell nothing new
 
 A call that waits on a clock (``time.sleep``: there is no other side) starts at the cap; any
@@ -135,6 +137,21 @@ def overload_error(error: BaseException | None) -> str | None:
         error = nested or error.__cause__ or error.__context__
         seen += 1
     return None
+
+
+def safe_to_run_again(error: BaseException | None) -> bool:
+    """Whether ``error`` says the other side did not act on the call at all: the connection
+    was refused, or the answer was 429 or 503. A timeout or a reset connection may come after
+    the server did the work (a POST that was applied), so such a call is not run again."""
+    seen = 0
+    while error is not None and seen < 6:
+        if isinstance(error, ConnectionRefusedError) or _status(error) in _OVERLOAD_STATUS:
+            return True
+        reason = getattr(error, "reason", None)
+        nested = reason if isinstance(reason, BaseException) else None
+        error = nested or error.__cause__ or error.__context__
+        seen += 1
+    return False
 
 
 def _status(error: BaseException) -> object:

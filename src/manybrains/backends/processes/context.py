@@ -126,20 +126,57 @@ def hold_template(start_method: str | BaseContext | None) -> Template | None:
 
 @contextlib.contextmanager
 def starting(launch: Launch) -> Iterator[None]:
-    """Within the block, objects are pickled for a process ``launch`` is starting."""
+    """Within the block, objects are pickled for a process ``launch`` is starting, and a
+    ``spawn`` or ``forkserver`` process started is not told to re-run the main script."""
     from ... import _inheritance, _mainspace
 
-    with _mainspace.sending_to(launch.inherited_globals), \
-            _inheritance.starting(launch.inherited_memory, launch.kept):
-        yield
+    _starting.active = True
+    try:
+        with _mainspace.sending_to(launch.inherited_globals), \
+                _inheritance.starting(launch.inherited_memory, launch.kept):
+            yield
+    finally:
+        _starting.active = False
+
+
+_starting = threading.local()
+
+
+def _never_rerun_main() -> None:
+    """Processes we start get no instruction to run the main script again (installed once).
+
+    The stdlib's spawn and forkserver children re-run the parent's main script (as
+    ``__mp_main__``) so that functions defined there can be found by name: an unguarded
+    script starts its pools again, and one piped to ``python -`` cannot be found at all.
+    Ours need neither: ``__main__`` functions travel by value onto the worker's own
+    ``__main__`` (see :mod:`manybrains._mainspace`). Other processes of the program are
+    started as the stdlib starts them.
+    """
+    import multiprocessing.spawn as spawn
+
+    original = spawn.get_preparation_data
+    if getattr(original, "manybrains", False):
+        return
+
+    def get_preparation_data(name: str) -> dict[str, Any]:
+        data: dict[str, Any] = original(name)
+        if getattr(_starting, "active", False):
+            data.pop("init_main_from_path", None)
+            data.pop("init_main_from_name", None)
+        return data
+
+    get_preparation_data.manybrains = True  # type: ignore[attr-defined]
+    spawn.get_preparation_data = get_preparation_data
 
 
 def _prepared(context: BaseContext) -> BaseContext:
     if context.get_start_method() == "fork":
         _guard_pickler_lock()
+    if context.get_start_method() in ("forkserver", "spawn"):
+        _never_rerun_main()
     if context.get_start_method() == "forkserver":
-        # Ignored once the server runs; the stdlib's default preload is just __main__.
-        context.set_forkserver_preload(["__main__", WORKER_MODULE])
+        # Ignored once the server runs. Not __main__ (the stdlib's default): see above.
+        context.set_forkserver_preload([WORKER_MODULE])
     return context
 
 

@@ -480,9 +480,6 @@ class Supervisor:
         if self._startup_deaths < _STARTUP_ATTEMPTS:
             return  # maybe killed from outside; a replacement starts, and so it is bounded
         how = describe_exit(w.process.exitcode)
-        if self._options.launch.method in ("spawn", "forkserver"):
-            how += (f"; under {self._options.launch.method} a worker that cannot import the "
-                    "main script dies so: its traceback is on stderr above")
         if self._options.initializer is not None:
             self._break(InitializerFailed(f"workers die in the pool's initializer ({how})"))
         else:
