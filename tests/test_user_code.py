@@ -292,8 +292,9 @@ def _check(case: str, outcome: usercode.Outcome) -> None:
 # "case/methods/modes": each part one name, a comma-separated list, or "*" for any.
 # The lead removes an entry once the worker model gives it.
 PENDING: set[str] = {
-    # a documented limit, refused with an error that names the fix: a kernel runs threads, so the default falls back to a forkserver, which a plain
-    # multiprocessing.Lock() (the 'fork' context's, on Python < 3.14) cannot reach
+    # A documented limit, refused with an error that names the fix: a kernel runs threads,
+    # so the default falls back to a forkserver, which a plain multiprocessing.Lock() (the
+    # 'fork' context's, on Python < 3.14) cannot reach.
     "stdlib_initargs_pool,stdlib_initargs_executor,stdlib_spawn_args/default,template/notebook",
 }
 
