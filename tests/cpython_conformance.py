@@ -19,6 +19,7 @@ skips keep their own reasons.
 from __future__ import annotations
 
 import faulthandler
+import functools
 import importlib
 import json
 import multiprocessing
@@ -102,11 +103,14 @@ def pool_suite(start_method: str) -> unittest.TestSuite:
     # The stdlib's own module for this start method: workers import it to find the tests'
     # task functions (some are classmethods of the test classes).
     module = importlib.import_module(f"test.test_multiprocessing_{start_method}.test_processes")
-    multiprocessing.Pool = mb.Pool  # type: ignore[assignment]  # some tests call it directly
+    # The stdlib's tests choose the start method with set_start_method(), which mb.Pool
+    # does not read (its default is its own): the pools get it as their context instead.
+    pool = functools.partial(mb.Pool, context=multiprocessing.get_context(start_method))
+    multiprocessing.Pool = pool  # type: ignore[assignment]  # some tests call it directly
     suite = unittest.TestSuite()
     for name in _POOL_CLASSES:
         cls = getattr(module, name)
-        cls.Pool = staticmethod(mb.Pool)
+        cls.Pool = staticmethod(pool)
         suite.addTests(_load(cls, SKIPS["pool"]))
     return suite
 
@@ -144,10 +148,13 @@ def main(argv: list[str]) -> int:
     # Each test's name and outcome go to stderr, so a hang shows where it is.
     result = unittest.TextTestRunner(stream=sys.stderr, verbosity=2).run(suite)
     failed = [(str(test), trace) for test, trace in result.failures + result.errors]
+    # a class or module fixture that fails is reported too, though it is not a test that ran
+    failed_tests = {id(test) for test, _ in result.failures + result.errors
+                    if isinstance(test, unittest.TestCase)}
     report = {
         "suite": suite_name, "start_method": start_method, "python": sys.version.split()[0],
         "ran": result.testsRun, "skipped": len(result.skipped), "failed": len(failed),
-        "passed": result.testsRun - len(result.skipped) - len(failed),
+        "passed": result.testsRun - len(result.skipped) - len(failed_tests),
         "skips": {str(test): reason for test, reason in result.skipped},
         "failures": dict(failed),
     }
