@@ -19,7 +19,6 @@ own test. Cases that the worker model does not give yet are marked in ``PENDING`
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -299,17 +298,6 @@ PENDING: set[str] = {
 }
 
 
-# Seen to fail now and then (about one run in four), so not strict: on Python 3.13 a
-# multiprocessing.Queue.put() in an mb.spawn child started from the template is sometimes
-# lost at the child's exit (its feeder thread not flushed); queue.close(); join_thread() in
-# the child avoids it.
-FLAKY: dict[str, tuple[bool, str]] = {
-    "stdlib_spawn_args/default/file,-c,stdin": (
-        sys.version_info >= (3, 13),
-        "Python 3.13: a Queue.put() in an mb.spawn child is sometimes lost at its exit"),
-}
-
-
 def _matches(test_id: str, pattern: str) -> bool:
     return all(part == "*" or name in part.split(",")
                for name, part in zip(test_id.split("/"), pattern.split("/"), strict=True))
@@ -319,9 +307,6 @@ def _pending(test_id: str) -> list[pytest.MarkDecorator]:
     for pattern in PENDING:
         if _matches(test_id, pattern):
             return [pytest.mark.xfail(strict=True, reason="pending: worker model")]
-    for pattern, (condition, reason) in FLAKY.items():
-        if condition and _matches(test_id, pattern):
-            return [pytest.mark.xfail(strict=False, reason=f"flaky: {reason}")]
     return []
 
 

@@ -428,10 +428,20 @@ class _Server:  # pragma: no cover - runs in the template
 
 
 def _bootstrap(payload: bytes) -> int:  # pragma: no cover - runs in a worker
+    """Run the worker as multiprocessing runs a forked child, exit handlers included."""
+    import atexit
     import multiprocessing
+    from multiprocessing import util
 
+    # The parent's exit handlers are not this process's; multiprocessing's own (which flushes
+    # queues this process put to) must run, and from 3.12 on _bootstrap leaves that to atexit.
+    atexit._clear()
+    atexit.register(util._exit_function)  # type: ignore[attr-defined]
     target, args, name = pickle.loads(payload)
     process = multiprocessing.Process(target=target, args=args, name=name)
     process._parent_pid = os.getppid()  # type: ignore[attr-defined]  # the template
-    code: int = process._bootstrap()  # type: ignore[attr-defined]
+    try:
+        code: int = process._bootstrap()  # type: ignore[attr-defined]
+    finally:
+        atexit._run_exitfuncs()
     return code
