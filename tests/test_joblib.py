@@ -76,3 +76,23 @@ class _Counted(mb_joblib.ManybrainsBackend):
     def submit(self, func, callback=None):
         type(self).submitted += 1
         return super().submit(func, callback)
+
+
+def _blas_threads(_: int) -> int:
+    import numpy  # noqa: F401 - loads OpenBLAS
+    from threadpoolctl import threadpool_info
+
+    return max(info["num_threads"] for info in threadpool_info())
+
+
+@pytest.mark.parametrize("inner", [None, 2])
+def test_each_worker_gets_its_share_of_blas_threads_and_the_caller_keeps_its_environment(
+        inner: int | None) -> None:
+    pytest.importorskip("numpy")
+    before = dict(os.environ)
+    with joblib.parallel_config(backend="manybrains", inner_max_num_threads=inner):
+        counts = set(joblib.Parallel(n_jobs=2)(joblib.delayed(_blas_threads)(i)
+                                               for i in range(4)))
+    expected = inner if inner is not None else max(1, mb.usable_cpus() // 2)
+    assert counts == {expected}
+    assert dict(os.environ) == before

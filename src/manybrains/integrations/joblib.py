@@ -18,7 +18,6 @@ calls itself (auto batching), so each joblib batch is one manybrains task.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import Future
 from typing import Any
 
@@ -69,10 +68,11 @@ class ManybrainsBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore
         # kwargs are joblib's memmapping options (max_nbytes, mmap_mode, ...): processes
         # receive their arguments pickled, and big arrays through manybrains' shared memory.
         options = dict(self._pool_options)
-        if "initializer" not in options:
-            # As loky does: each worker's BLAS/OpenMP gets its share of the cores, not all.
-            options.update(initializer=_set_environment,
-                           initargs=(self._prepare_worker_env(n_jobs=workers),))
+        # As loky does, each worker's BLAS/OpenMP gets its share of the cores (the pool's
+        # default), or what parallel_config(inner_max_num_threads=...) says. Set by the
+        # engine in each worker, even one whose numpy is loaded already, never here.
+        if self.inner_max_num_threads is not None:
+            options.setdefault("inner_threads", self.inner_max_num_threads)
         self._pool = Pool(workers, **options)
         return workers
 
@@ -99,10 +99,6 @@ class ManybrainsBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore
             self._pool = None
         if ensure_ready and self.parallel is not None:
             self.configure(n_jobs=self.parallel.n_jobs, parallel=self.parallel)
-
-
-def _set_environment(variables: dict[str, str]) -> None:
-    os.environ.update(variables)
 
 
 def register() -> None:

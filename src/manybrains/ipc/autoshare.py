@@ -199,31 +199,33 @@ def hand_off_results() -> None:
     _process_mode = _HandOff()
 
 
-class no_sharing:
-    """Within the block, big arrays pickled by this thread go inline (a reusable blob)."""
-
-    def __enter__(self) -> None:
-        self._previous = getattr(_local, "mode", None)
-        _local.mode = _Inline()
-
-    def __exit__(self, *exc: object) -> None:
-        _local.mode = self._previous
-
-
 class _Inline:
     def reduce(self, array: Any, pickler: SharingPickler) -> Any:
         return NotImplemented  # pickled as numpy pickles it
 
 
-class handing_off:
-    """Within the block, big arrays pickled by this thread are handed off."""
+class _InMode:
+    """Within the block, big arrays pickled by this thread follow ``mode``."""
+
+    def __init__(self, mode: _Mode) -> None:
+        self._mode = mode
 
     def __enter__(self) -> None:
         self._previous = getattr(_local, "mode", None)
-        _local.mode = _HandOff()
+        _local.mode = self._mode
 
     def __exit__(self, *exc: object) -> None:
         _local.mode = self._previous
+
+
+def handing_off() -> _InMode:
+    """Within the block, big arrays pickled by this thread are handed off."""
+    return _InMode(_HandOff())
+
+
+def no_sharing() -> _InMode:
+    """Within the block, big arrays pickled by this thread go inline (a reusable blob)."""
+    return _InMode(_Inline())
 
 
 def _receive_handed_off(name: str, shape: tuple[int, ...], dtype: Any, order: Order) -> Any:
