@@ -1,6 +1,6 @@
 """Three processes, each printing "Processing N", then "Done".
 
-The seed starts ``multiprocessing.Process(target=task, args=(n,))`` and joins it; with
+``multiprocessing.Process(target=task, args=(n,))`` starts a process and ``join()`` waits; with
 manybrains ``spawn`` does both jobs and ``result()`` also hands back what the task returned.
 """
 

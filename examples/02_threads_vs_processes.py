@@ -1,6 +1,6 @@
 """The counting loop on two threads, then on two processes: only processes use two cores.
 
-Usage: python 02_threads_vs_processes.py [COUNT]   (default 10_000_000, as in the seed)
+Usage: python 02_threads_vs_processes.py [COUNT]   (default 10_000_000)
 """
 
 import sys

@@ -202,7 +202,7 @@ if __name__ == "__main__":
     report("finished", True)
 """
 
-# The seed's spawn example, as the seed writes it: no main guard.
+# The classic multiprocessing example, as tutorials write it: no main guard.
 UNGUARDED_SPAWN = """
 import os
 import sys

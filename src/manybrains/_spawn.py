@@ -1,6 +1,6 @@
 """``spawn``: one function in one new process, with a result.
 
-The seed's ``Process(target=task, args=(1,)).start()`` gives no way to get the return value
+``multiprocessing.Process(target=task, args=(1,)).start()`` gives no way to get the return value
 back, and an exception in the child is only printed there. ``spawn`` starts the process the
 way the pool starts its workers (same start method policy, cloudpickle, so lambdas and
 closures work) and returns a :class:`Handle` whose ``result()`` returns the value or re-raises

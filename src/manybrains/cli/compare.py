@@ -3,7 +3,7 @@
 Two workloads, each run as a plain loop, on threads, on one asyncio event loop and on worker
 processes (a manybrains pool):
 
-- CPU-bound: the seed's counting loop, ``2 x CPUs`` times;
+- CPU-bound: a counting loop (count to N one by one), ``2 x CPUs`` times;
 - I/O-bound: a wait (``time.sleep`` / ``asyncio.sleep``), many times over.
 
 Threads get ``min(32, CPUs + 4)`` of them, as ``concurrent.futures`` does; processes get one
@@ -69,7 +69,7 @@ def add_parser(commands: Any, name: str) -> None:
 
 
 def count(n: int) -> int:
-    """The seed's CPU-bound loop: count to ``n`` one by one."""
+    """The CPU-bound loop of the cheat sheet: count to ``n`` one by one."""
     total = 0
     for _ in range(n):
         total += 1
