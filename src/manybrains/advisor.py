@@ -2,9 +2,9 @@
 
 The threads / asyncio / processes cheat sheet, as a measurement: threads (or an event loop)
 for work that waits, processes for work that computes, and nothing at all for work so cheap
-that handing it to someone else costs more than doing it. :func:`classify` is the rule; ``backend="auto"`` applies
-it to the first calls of each function, and :func:`advise` applies it to sample calls and
-prints what each backend would cost.
+that handing it to someone else costs more than doing it. :func:`classify` is the rule;
+``backend="auto"`` applies it to the first calls of each function, and :func:`advise`
+applies it to sample calls and prints what each backend would cost.
 
 The rule, from three numbers measured per call (its thread's CPU time over wall time, the
 whole process's CPU time over wall time, and seconds)::
