@@ -341,3 +341,12 @@ def test_the_threshold_comes_from_the_environment_in_parent_and_workers(value, e
                           capture_output=True, text=True, timeout=60, env=env, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == expected.split()
+
+
+@pytest.mark.parametrize("value", ["big", "-5", "1.5"])
+def test_a_bad_threshold_in_the_environment_says_what_to_write(value):
+    env = {**os.environ, "MANYBRAINS_ARRAY_THRESHOLD": value}
+    done = subprocess.run([sys.executable, "-c", "import manybrains as mb; mb.Pool"],
+                          capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert done.returncode != 0
+    assert f"MANYBRAINS_ARRAY_THRESHOLD={value!r}: give a number of bytes" in done.stderr

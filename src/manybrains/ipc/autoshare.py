@@ -48,7 +48,14 @@ def _threshold_from_env() -> int | None:
         return _DEFAULT_THRESHOLD
     if raw in ("off", "none", "0"):
         return None
-    return int(raw)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 1:
+        raise ValueError(f"MANYBRAINS_ARRAY_THRESHOLD={raw!r}: give a number of bytes (for "
+                         "example 1048576) or 'off'")
+    return value
 
 
 _threshold = _threshold_from_env()
