@@ -545,7 +545,9 @@ class Dask(Adapter):
         return db.from_sequence(items).map(fn).compute()
 
     def map_arrays(self, fn: Callable[..., Any], arrays: Sequence[Any]) -> list[Any]:
-        futures = self._client.scatter(list(arrays))
+        # hash=False: a warm run scatters equal arrays again, under the keys the previous
+        # run is still releasing, and its tasks then lose their inputs.
+        futures = self._client.scatter(list(arrays), hash=False)
         return self._gather(self._client.map(fn, futures, pure=False))
 
     def map_waiting(self, fn: Callable[..., Any], items: Sequence[Any],
