@@ -318,3 +318,23 @@ def test_terminate_abandons_running_calls_and_cancels_queued_ones():
     assert time.monotonic() - started < 1.0  # it does not wait for the running calls
     assert all(f.cancelled() for f in futures[2:])
     time.sleep(1.6)  # the abandoned threads finish their calls, then exit
+
+
+class ConnectTimeout(OSError):
+    """Named as requests' and httpx's: the connection was never made."""
+
+
+@pytest.mark.parametrize(("error", "again"), [
+    (ConnectionRefusedError("full"), True),
+    (urllib.error.URLError(TimeoutError("timed out")), True),  # connecting: never sent
+    (urllib.error.URLError(ConnectionRefusedError("full")), True),
+    (ConnectTimeout("connect timed out"), True),
+    (TimeoutError("read timed out"), False),  # the answer did not come: maybe it was done
+    (ConnectionResetError("reset by peer"), False),
+    (urllib.error.URLError(ConnectionResetError("reset")), False),
+    (ValueError("bad input"), False),
+])
+def test_only_calls_the_other_side_never_received_are_run_again(error, again):
+    from manybrains.backends.auto.limit import safe_to_run_again
+
+    assert safe_to_run_again(error) is again

@@ -141,17 +141,34 @@ def overload_error(error: BaseException | None) -> str | None:
 
 def safe_to_run_again(error: BaseException | None) -> bool:
     """Whether ``error`` says the other side did not act on the call at all: the connection
-    was refused, or the answer was 429 or 503. A timeout or a reset connection may come after
-    the server did the work (a POST that was applied), so such a call is not run again."""
+    was refused or never made (a full listen backlog drops it: the connect times out), or the
+    answer was 429 or 503. A timeout or a reset once connected may come after the server did
+    the work (a POST that was applied), so such a call is not run again."""
     seen = 0
     while error is not None and seen < 6:
         if isinstance(error, ConnectionRefusedError) or _status(error) in _OVERLOAD_STATUS:
+            return True
+        if type(error).__name__ in _NOT_CONNECTED or _failed_to_send(error):
             return True
         reason = getattr(error, "reason", None)
         nested = reason if isinstance(reason, BaseException) else None
         error = nested or error.__cause__ or error.__context__
         seen += 1
     return False
+
+
+# requests / urllib3 / httpx: the connection was never made, so nothing was sent.
+_NOT_CONNECTED = frozenset({"ConnectTimeout", "ConnectTimeoutError", "NewConnectionError",
+                            "ConnectError"})
+
+
+def _failed_to_send(error: BaseException) -> bool:
+    # urllib wraps an OSError in URLError only while connecting and sending the request; an
+    # error reading the answer is raised as it is.
+    import urllib.error
+
+    return (type(error) is urllib.error.URLError and isinstance(error.reason, OSError)
+            and not isinstance(error.reason, ConnectionResetError))
 
 
 def _status(error: BaseException) -> object:
