@@ -55,11 +55,11 @@ SKIPS: dict[str, dict[str, str]] = {
         "private _ExecutorManagerThread and _ThreadWakeup",
         "test_traceback": "asserts type(exc.__cause__) is the stdlib's private "
         "concurrent.futures.process._RemoteTraceback; manybrains chains its own "
-        "RemoteTraceback with the same .tb text (tests/test_executor.py checks it)",
+        "RemoteTraceback with the same .tb text (tests/dropin/test_executor.py checks it)",
         "FailingInitializer.test_initializer": _PRIVATE.format("_broken") + ", and expects "
         "the worker to log the failure on the stdlib's 'concurrent.futures' logger; "
         "manybrains fails every task with InitializerFailed, the cause chained "
-        "(tests/test_executor.py)",
+        "(tests/dropin/test_executor.py)",
         "test_interpreter_shutdown": _ISOLATED,
         "test_submit_after_interpreter_shutdown": _ISOLATED,
         "test_hang_gh83386": _ISOLATED,
@@ -71,10 +71,10 @@ SKIPS: dict[str, dict[str, str]] = {
         "test_resource_warning": _PRIVATE.format("_state"),
         "test_traceback": "asserts type(exc.__cause__) is multiprocessing.pool.RemoteTraceback "
         "(not in the module's __all__); manybrains chains its own RemoteTraceback with the "
-        "same .tb text (tests/test_mp_pool_dropin.py checks it)",
+        "same .tb text (tests/dropin/test_mp_pool_dropin.py checks it)",
         "test_unpickleable_result": "expects a lambda result to be unpicklable; manybrains "
         "pickles results with cloudpickle, so the lambda comes back (an unpicklable result "
-        "is MaybeEncodingError: tests/test_mp_pool_dropin.py)",
+        "is MaybeEncodingError: tests/dropin/test_mp_pool_dropin.py)",
         "test_worker_finalization_via_atexit_handler_of_multiprocessing": _ISOLATED,
     },
 }

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 from cpython_conformance import SKIPS
 
-ROOT = Path(__file__).resolve().parent.parent
-RUNNER = Path(__file__).resolve().parent / "cpython_conformance.py"
+ROOT = Path(__file__).resolve().parents[2]
+RUNNER = Path(__file__).resolve().parents[1] / "cpython_conformance.py"
 DEPENDENCIES = ("cloudpickle", "psutil", "tqdm")
 _PROBE = "import test.test_concurrent_futures, test._test_multiprocessing"
 

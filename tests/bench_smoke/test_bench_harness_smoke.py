@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("numpy")
 pytest.importorskip("scipy")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.peers import ADAPTERS  # noqa: E402

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("distributed")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_dask.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_dask.py"
 
 
 @pytest.mark.timeout(180)

@@ -27,7 +27,7 @@ from manybrains._task import ChunkOutcome, Task  # noqa: E402
 from manybrains.backends import get_backend  # noqa: E402
 from manybrains.backends._base import PoolOptions  # noqa: E402
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 
 
 # ---- a cluster started the way users start one ------------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[1]  # tests/
 
 _INNER = textwrap.dedent('''
     import multiprocessing, os, subprocess, sys, time

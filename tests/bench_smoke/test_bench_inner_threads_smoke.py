@@ -11,7 +11,7 @@ import pytest
 
 from manybrains.backends.processes import inner_threads
 
-BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_inner_threads.py"
+BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_inner_threads.py"
 
 
 def test_bench_inner_threads_tiny():

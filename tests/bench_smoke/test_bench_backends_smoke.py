@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_backends.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_backends.py"
 
 
 def test_bench_backends_tiny_prints_every_case_beside_its_peer():
