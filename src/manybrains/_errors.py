@@ -59,6 +59,13 @@ def _rebuild_crash(message: str, pid: int | None, exitcode: int | None) -> Worke
 class InitializerFailed(BrokenPool):
     """The pool's initializer raised or crashed in a worker; the cause is chained."""
 
+    @classmethod
+    def because(cls, cause: BaseException | None, where: str) -> InitializerFailed:
+        """The error for an initializer that failed ``where`` ("in a thread"), from ``cause``."""
+        error = cls(f"the pool's initializer failed {where}: {cause!r}")
+        error.__cause__ = cause
+        return error
+
 
 class SerializationError(ManybrainsError, pickle.PicklingError):
     """A task, one of its arguments or its result could not be pickled or unpickled.

@@ -1,5 +1,8 @@
 """The futures manybrains hands out: stdlib ``concurrent.futures.Future`` objects.
 
+Each carries, in ``handle``, the backend's own record of its task (a job, a thread's record,
+an engine's future), so a backend finds it again on cancel without attributes bolted on.
+
 Done-callbacks run in an engine thread. The stdlib catches only ``Exception`` around them, so
 a callback raising ``SystemExit`` would kill that thread and leave every other future pending
 forever; here any callback failure is logged and the engine goes on.
@@ -10,13 +13,22 @@ from __future__ import annotations
 import contextlib
 import logging
 from concurrent.futures import Future, InvalidStateError
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 LOGGER = logging.getLogger("manybrains")
 
+H = TypeVar("H")
 
-class TaskFuture(Future[Any]):
-    """A ``concurrent.futures.Future`` whose done-callbacks cannot break the engine."""
+
+class TaskFuture(Future[Any], Generic[H]):
+    """A ``concurrent.futures.Future`` whose done-callbacks cannot break the engine.
+
+    ``handle`` is the backend's record of the task, set at submit (None until then).
+    """
+
+    def __init__(self, handle: H | None = None) -> None:
+        super().__init__()
+        self.handle: H | None = handle
 
     def _invoke_callbacks(self) -> None:
         for callback in self._done_callbacks:  # type: ignore[attr-defined]

@@ -10,36 +10,15 @@ A "task" is one message to a worker: a single ``submit``, or one chunk of a ``ma
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import random
-import reprlib
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._timings import SlowTask
+
 if TYPE_CHECKING:
-    from ._task import Task
-    from .backends._base import Backend
+    from .backends._base import Backend, WorkerStats
 
-__all__ = ("Insights", "SlowTask", "TaskTimings", "WorkerInsight", "collect")
-
-_SAMPLE = 10_000  # task times kept for percentiles (a uniform sample past that)
-_SLOWEST = 5
-
-_short = reprlib.Repr()
-_short.maxstring = _short.maxother = 40
-_short.maxlist = _short.maxtuple = _short.maxdict = _short.maxset = 4
-_short.maxlevel = 2
-
-
-@dataclass(frozen=True)
-class SlowTask:
-    """One of the slowest tasks: how long it ran and what it was called with."""
-
-    seconds: float
-    label: str  # "task 17 (resize, 8 calls)"
-    arguments: str  # a short repr of its arguments (or of its chunk's items)
+__all__ = ("Insights", "SlowTask", "WorkerInsight", "collect")
 
 
 @dataclass(frozen=True)
@@ -51,64 +30,6 @@ class WorkerInsight:
     busy_s: float
     idle_s: float
     serialize_s: float | None  # None where the backend does not pickle or does not measure
-
-
-class TaskTimings:
-    """Run times of finished tasks, recorded by an engine thread, read by anyone.
-
-    Cheap enough for every task: a counter, a sum, a bounded sample, and a five-entry heap
-    whose arguments are described only when a task gets into it.
-    """
-
-    def __init__(self, sample_size: int = _SAMPLE) -> None:
-        self.count = 0
-        self.total_s = 0.0
-        self.max_s = 0.0
-        self._sample: list[float] = []
-        self._sample_size = sample_size
-        self._slowest: list[tuple[float, int, SlowTask]] = []  # a min-heap
-        self._order = itertools.count()
-        self._random = random.Random(0)
-
-    def record(self, seconds: float, label: str, task: Task | None) -> None:
-        """A task ran for ``seconds``; ``task`` is described if it is among the slowest."""
-        self.count += 1
-        self.total_s += seconds
-        self.max_s = max(self.max_s, seconds)
-        self._keep_sample(seconds)
-        if len(self._slowest) < _SLOWEST or seconds > self._slowest[0][0]:
-            slow = SlowTask(seconds, label, describe(task))
-            entry = (seconds, next(self._order), slow)
-            if len(self._slowest) < _SLOWEST:
-                heapq.heappush(self._slowest, entry)
-            else:
-                heapq.heapreplace(self._slowest, entry)
-
-    def _keep_sample(self, seconds: float) -> None:
-        if len(self._sample) < self._sample_size:
-            self._sample.append(seconds)
-            return
-        slot = self._random.randrange(self.count)  # reservoir sampling: uniform over all
-        if slot < self._sample_size:
-            self._sample[slot] = seconds
-
-    def sample(self) -> list[float]:
-        return sorted(self._sample)
-
-    def slowest(self) -> list[SlowTask]:
-        return [slow for _, _, slow in sorted(self._slowest, reverse=True)]
-
-
-def describe(task: Task | None) -> str:
-    """A short repr of a task's arguments: ``(3, 'a.png', size=2)`` or its chunk's items."""
-    if task is None:
-        return "?"
-    if task.items is not None:
-        return _short.repr(list(task.items[:5]) if isinstance(task.items, Sequence)
-                           else task.items)
-    parts = [_short.repr(a) for a in task.args]
-    parts += [f"{k}={_short.repr(v)}" for k, v in task.kwargs.items()]
-    return f"({', '.join(parts)})"
 
 
 @dataclass(frozen=True)
@@ -169,9 +90,8 @@ def _ms(seconds: float | None) -> str:
 
 def collect(backend: Backend) -> Insights:
     """The insights of ``backend`` now: its worker table plus task timings where measured."""
-    stats = backend.statistics()
-    workers = [_worker(row, i) for i, row in enumerate(stats.get("workers", []), 1)]
-    timings: TaskTimings | None = getattr(backend, "task_timings", lambda: None)()
+    workers = [_worker(row, i) for i, row in enumerate(backend.statistics().workers, 1)]
+    timings = backend.task_timings()
     if timings is None or not timings.count:
         return Insights(backend.name, workers, 0)
     sample = timings.sample()
@@ -180,15 +100,12 @@ def collect(backend: Backend) -> Insights:
                     max_s=timings.max_s, slowest=timings.slowest())
 
 
-def _worker(row: dict[str, Any], number: int) -> WorkerInsight:
-    if "pid" in row:
-        name = f"worker {number} (pid {row['pid']})"
-    else:
-        name = str(row.get("name") or row.get("address") or f"worker {number}")
-    serialize = row.get("serialize_s")
-    return WorkerInsight(name, int(row.get("tasks", 0)), float(row.get("busy_s", 0.0)),
-                         float(row.get("idle_s", 0.0)),
-                         None if serialize is None else float(serialize))
+def _worker(row: WorkerStats, number: int) -> WorkerInsight:
+    name = f"worker {number} ({row.name})" if row.pid is not None else row.name
+    # Only backends that pickle tasks measure pickling; elsewhere the column says "-".
+    serialize = row.serialize_s if row.pid is not None else None
+    return WorkerInsight(name or f"worker {number}", row.tasks, row.busy_s, row.idle_s,
+                         serialize)
 
 
 def _percentile(ordered: list[float], q: float) -> float:

@@ -8,7 +8,7 @@ import pytest
 from tasks import add, sleep_then, square
 
 import manybrains as mb
-from manybrains.insights import TaskTimings
+from manybrains._timings import TaskTimings
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ reports on them. Each backend module has the same sections and ends with ``backe
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from multiprocessing.context import BaseContext
 
     from .._task import Task
+    from .._timings import TaskTimings
 
 
 @dataclass
@@ -38,6 +40,75 @@ class PoolOptions:
     address: str | None = None
     client: Any = None
     dashboard: bool | str = False  # the local cluster's dashboard: True, or "host:port"
+
+
+@dataclass(frozen=True)
+class WorkerStats:
+    """What one worker (a process, a thread, an event loop, a Dask worker) has done."""
+
+    name: str  # "pid 4242", a thread's name, a Dask worker's address
+    tasks: int = 0  # tasks finished (a chunk counts once)
+    busy_s: float = 0.0
+    idle_s: float = 0.0
+    in_flight: int = 0
+    pid: int | None = None  # worker processes only
+    serialize_s: float = 0.0  # processes: seconds unpickling tasks and pickling results
+    backend: str = ""  # "auto": the engine this worker belongs to
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """A snapshot of a pool's counters, from :meth:`Pool.statistics`.
+
+    The counters and ``workers`` mean the same on every backend; the fields after them
+    belong to one backend each and are ``None`` (or empty) on the others.
+    """
+
+    backend: str
+    submitted: int = 0
+    done: int = 0
+    failed: int = 0
+    retried: int = 0
+    crashed: int = 0
+    timed_out: int = 0
+    workers_started: int = 0
+    in_flight: int = 0
+    queued: int = 0
+    workers: tuple[WorkerStats, ...] = ()
+    start_method: str | None = None  # processes: how workers start, and why that way
+    start_method_why: str | None = None
+    concurrency: int | None = None  # asyncio: coroutines awaited at once
+    scheduler: str | None = None  # dask: the scheduler's address
+    scattered: int | None = None  # dask: arrays sent to the workers once and shared
+    choices: tuple[str, ...] = ()  # auto: where each function runs, and why
+    engines: Mapping[str, Statistics] = field(default_factory=dict)  # auto: per engine
+
+
+COUNTER_NAMES = ("submitted", "done", "failed", "retried", "crashed", "timed_out",
+                 "workers_started")
+
+
+class Counters:
+    """The event counters of one backend, safe to bump from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(COUNTER_NAMES, 0)
+
+    def add(self, name: str, n: int = 1) -> None:
+        if name not in self._counts:  # a typo would otherwise count into the void
+            raise KeyError(f"{name!r} is not one of {COUNTER_NAMES}")
+        with self._lock:
+            self._counts[name] += n
+
+    def __getitem__(self, name: str) -> int:
+        return self._counts[name]
+
+    def statistics(self, backend: str, **fields: Any) -> Statistics:
+        """The counters now, with the backend's other ``fields`` (workers, in_flight, ...)."""
+        with self._lock:
+            counts: dict[str, Any] = dict(self._counts)
+        return Statistics(backend, **counts, **fields)
 
 
 class Backend(abc.ABC):
@@ -69,5 +140,13 @@ class Backend(abc.ABC):
         """Stop accepting tasks. ``kill`` also stops running tasks. Idempotent."""
 
     @abc.abstractmethod
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> Statistics:
         """Counters: tasks done, failed, retried, in flight; per-worker busy and idle time."""
+
+    def task_timings(self) -> TaskTimings | None:
+        """Run times of finished tasks, where the backend measures them (None: it does not)."""
+        return None
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of its worker processes (none where tasks run in this process)."""
+        return []

@@ -24,7 +24,7 @@ from . import protocol
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-    from ...insights import TaskTimings
+    from ..._timings import TaskTimings
     from .context import Launch
     from .supervisor import Supervisor
 

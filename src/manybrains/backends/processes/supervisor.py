@@ -74,7 +74,7 @@ from ..._inheritance import Kept
 from ..._remote import RemoteTraceback, attach
 from ..._serialize import dumps_checked, loads
 from ..._task import ChunkOutcome
-from ...insights import TaskTimings
+from ..._timings import TaskTimings
 
 # inner_threads: a worker's first step; imported here, template workers find it loaded.
 from . import inner_threads, protocol, worker  # noqa: F401
