@@ -14,7 +14,7 @@ import pytest
 from tasks import fail_on, square
 
 import manybrains as mb
-from manybrains.advisor import classify, gil_enabled
+from manybrains.backends.auto.policy import classify, gil_enabled
 
 
 def waits(x: int) -> int:
@@ -286,7 +286,7 @@ def test_a_first_call_that_imports_is_confirmed_by_the_next(pool, tmp_path, monk
 def test_what_a_probe_waits_on_is_read_from_the_kernel():
     import socket
 
-    from manybrains.advisor import waiting_on_a_clock
+    from manybrains.backends.auto.policy import waiting_on_a_clock
 
     if not os.path.exists(f"/proc/self/task/{threading.get_native_id()}/syscall"):
         pytest.skip("the kernel does not say which system call a thread is in")

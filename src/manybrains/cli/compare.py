@@ -146,7 +146,7 @@ async def _gather(afn: Any, inputs: list[Any]) -> list[Any]:
 
 def measure(workload: Workload, workers: int) -> tuple[list[Row], float]:
     """Every model on both workloads: the rows, and the pool's start-up time."""
-    from ..advisor import gil_enabled
+    from ..backends.auto.policy import gil_enabled
 
     models = _Models(workers)
     try:

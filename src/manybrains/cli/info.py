@@ -20,7 +20,7 @@ def facts() -> dict[str, Any]:
     """Everything ``info`` reports, as plain data."""
     from .. import __version__
     from .._cpus import usable_cpus
-    from ..advisor import gil_enabled
+    from ..backends.auto.policy import gil_enabled
     from ..backends.processes.context import available_start_methods, default_start_method
 
     return {

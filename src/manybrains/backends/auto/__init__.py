@@ -43,11 +43,11 @@ from typing import Any
 
 from ..._errors import SerializationError, check_open
 from ..._task import AsyncCall, Task, unpickled, unwrap
-from ...advisor import MAX_WAITING_CALLS, PROCESS_START_SECONDS, Decision
 from .. import get_backend
 from .._base import Backend, PoolOptions
 from ..processes.context import hold_template
 from .gate import Gate
+from .policy import MAX_WAITING_CALLS, PROCESS_START_SECONDS, Decision
 from .profile import PROBE_SECONDS, Profile, measured
 
 __all__ = ["PROBE_SECONDS", "AutoBackend", "backend_class"]

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 
-from ...advisor import (
+from .policy import (
     NATIVE_MIN_SHARE,
     WAITING_BELOW_CPU_FRACTION,
     cpu_fraction,

@@ -18,7 +18,9 @@ from typing import Any
 
 from ..._errors import SerializationError
 from ..._task import ChunkOutcome, Task, function_name, run_task, unpickled
-from ...advisor import (
+from .gate import Gate, Run
+from .limit import ConcurrencyLimit
+from .policy import (
     GLANCE_SECONDS,
     LONG_CALL_SECONDS,
     NATIVE_MIN_SHARE,
@@ -31,8 +33,6 @@ from ...advisor import (
     run_delay,
     waiting_on_a_clock,
 )
-from .gate import Gate, Run
-from .limit import ConcurrencyLimit
 from .probe import ProbeClock, Reading
 
 PROBE_SECONDS = LONG_CALL_SECONDS  # a new function's first call is watched this long
