@@ -152,8 +152,8 @@ def test_fault_fails_its_task_alone(fault, pool, tmp_path):
     assert [f.result(timeout=30) for f in others] == [0, 1, 2, 3]
     assert_still_works(pool)
     stats = pool.statistics()
-    assert stats["crashed"] == (fault.error is mb.WorkerCrashed)
-    assert stats["timed_out"] == (fault.error is TimeoutError)
+    assert stats.crashed == (fault.error is mb.WorkerCrashed)
+    assert stats.timed_out == (fault.error is TimeoutError)
     if not fault.kills_worker:
         assert _up(pool) == workers, "a worker was replaced for a task-level fault"
         return
@@ -174,35 +174,35 @@ def test_a_map_goes_on_past_a_crash_with_retries(pool, tmp_path):
     marker = str(tmp_path / "crashed")
     results = pool.map(crash_first_time, [marker] * 6, range(6), chunksize=1, retries=1)
     assert results == list(range(6))
-    assert pool.statistics()["retried"] == 1
+    assert pool.statistics().retried == 1
 
 
 def test_retries_run_out(pool):
     with pytest.raises(mb.WorkerCrashed):
         pool.submit(sigkill_self, retries=2).result(timeout=30)
     stats = pool.statistics()
-    assert stats["retried"] == 2 and stats["crashed"] == 3
+    assert stats.retried == 2 and stats.crashed == 3
 
 
 def test_without_retries_a_crash_is_final(pool, tmp_path):
     marker = tmp_path / "crashed"
     with pytest.raises(mb.WorkerCrashed):
         pool.submit(crash_first_time, str(marker), 2).result(timeout=30)
-    assert marker.exists() and pool.statistics()["retried"] == 0
+    assert marker.exists() and pool.statistics().retried == 0
 
 
 def test_pool_default_retries(tmp_path):
     marker = str(tmp_path / "crashed")
     with mb.Pool(1, retries=1) as p:
         assert p.submit(crash_first_time, marker, 2).result(timeout=30) == 2
-        assert p.statistics()["retried"] == 1
+        assert p.statistics().retried == 1
         with pytest.raises(mb.WorkerCrashed):  # one retry, then the crash is the answer
             p.submit(sigkill_self).result(timeout=30)
-        assert p.statistics()["crashed"] == 3
+        assert p.statistics().crashed == 3
         # submit's own retries= overrides the pool's
         with pytest.raises(mb.WorkerCrashed):
             p.submit(sigkill_self, retries=0).result(timeout=30)
-        assert p.statistics()["crashed"] == 4
+        assert p.statistics().crashed == 4
 
 
 # ---- an argument that cannot be pickled --------------------------------------------------
@@ -213,7 +213,7 @@ def test_pool_default_retries(tmp_path):
 def test_task_that_cannot_be_pickled_raises_at_submit(pool, bad):
     with pytest.raises(mb.SerializationError, match="positional argument 0"):
         pool.submit(identity, bad)
-    assert pool.statistics()["submitted"] == 0  # refused in the caller, nothing was sent
+    assert pool.statistics().submitted == 0  # refused in the caller, nothing was sent
     with pytest.raises(mb.SerializationError):
         pool.map(identity, [1, bad, 3])
     assert_still_works(pool)
@@ -236,7 +236,7 @@ def test_failing_initializer_breaks_the_pool_once(initializer, start_method):
         p.submit(square, 1)
     time.sleep(0.3)
     # Two workers and two replacements at most: a bounded retry, not a respawn storm.
-    assert p.statistics()["workers_started"] <= 4
+    assert p.statistics().workers_started <= 4
     p.shutdown()
 
 
@@ -254,7 +254,7 @@ def test_initializer_failure_carries_its_cause():
 def _assert_timed_out_worker_replaced(pool, workers, pidfile=None):
     gone = _replaced(pool, workers)
     assert len(gone) == 1 and not any(map(_running, gone))
-    assert pool.statistics()["timed_out"] == 1
+    assert pool.statistics().timed_out == 1
     if pidfile is not None:
         worker, child = map(int, pidfile.read_text().split())
         assert gone == {worker}
@@ -337,7 +337,7 @@ def test_pool_cancel_kills_a_running_task(pool):
     workers = _up(pool)
     running = pool.submit(sleep_then, 60)
     deadline = time.monotonic() + 10
-    while not any(w["in_flight"] for w in pool.statistics()["workers"]):
+    while not any(w.in_flight for w in pool.statistics().workers):
         assert time.monotonic() < deadline, "the task never reached a worker"
         time.sleep(0.01)
     assert pool.cancel(running)
@@ -459,7 +459,7 @@ _SIGINT_SCRIPT = textwrap.dedent("""
             time.sleep(0.3)  # a worker that died of it would be gone by now
             after = set(pool.backend.worker_pids())
             print("ran on", ran_on, "workers", *sorted(after),
-                  "crashed", pool.statistics()["crashed"], flush=True)
+                  "crashed", pool.statistics().crashed, flush=True)
             assert pool.map(pid_after, [0.3, 0.3], chunksize=1)
 """)
 
@@ -615,4 +615,4 @@ def test_soak_random_sigkills_during_100k_tasks():
             thread.join()
         assert time.monotonic() - start < 60
         assert results == [small_work(x) for x in range(n)]
-        assert p.statistics()["crashed"] > 0
+        assert p.statistics().crashed > 0

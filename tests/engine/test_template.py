@@ -52,7 +52,7 @@ def test_a_single_threaded_program_gets_template_workers():
         def double(x): return 2 * x
         with mb.Pool(2) as pool:
             print(json.dumps({"result": pool.map(double, range(4)),
-                              "method": pool.statistics()["start_method"]}))
+                              "method": pool.statistics().start_method}))
     """)
     assert found == {"result": [0, 2, 4, 6], "method": "template"}
 
@@ -73,8 +73,8 @@ def test_never_forks_while_another_thread_holds_a_lock():
             result = pool.map(abs, [-1, -2, -3])
         done.set()
         thread.join()
-        print(json.dumps({"result": result, "method": stats["start_method"],
-                          "why": stats["start_method_why"]}))
+        print(json.dumps({"result": result, "method": stats.start_method,
+                          "why": stats.start_method_why}))
     """)
     assert found["result"] == [1, 2, 3]
     assert found["method"] == "forkserver"
@@ -89,7 +89,7 @@ def test_a_first_mb_map_keeps_the_fast_path_for_a_later_pool():
         threads = threading.active_count()
         with mb.Pool(4) as pool:
             print(json.dumps({"threads": threads, "result": pool.map(double, range(3)),
-                              "method": pool.statistics()["start_method"]}))
+                              "method": pool.statistics().start_method}))
     """)
     assert found["result"] == [0, 2, 4]
     assert found["method"] == "template"
@@ -225,7 +225,7 @@ def test_a_pool_inside_a_task_gets_a_template_of_its_own():
             return x + 1
         def outer(x):
             with mb.Pool(1) as pool:
-                return pool.map(inner, [x, x])[0], pool.statistics()["start_method"]
+                return pool.map(inner, [x, x])[0], pool.statistics().start_method
         with mb.Pool(2) as pool:
             print(json.dumps({"found": pool.map(outer, range(3))}))
     """)

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 import manybrains as mb
-from manybrains import _worker_output
+from manybrains.backends.processes import output as _worker_output
 
 LOGGER = "manybrains_test_app"
 

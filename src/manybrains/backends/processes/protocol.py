@@ -6,30 +6,33 @@ that follows is broken: that task alone fails.
 
 parent -> worker: ``TASK`` (header + pickled task) and ``STOP``.
 worker -> parent: ``READY`` once initialized, ``INIT_FAILED`` or ``START_FAILED`` with the
-error, and one ``RESULT``/``ERROR``/``BAD_RESULT`` per task, carrying how long the task ran,
-the worker's resident memory after it and the time it spent unpickling the task and
-pickling its result. ``LOG`` (a pickled logging record) and ``OUTPUT`` (stdout or stderr bytes,
-the stream in the task-id field) may come at any time, before the result of the task that
-wrote them.
+error, and one ``RESULT``/``ERROR``/``BAD_RESULT``/``BAD_TASK`` per task (their bodies are
+:mod:`manybrains.backends._wire`'s), carrying how long the task ran, the worker's resident
+memory after it and the time it spent unpickling the task and pickling its result. ``LOG``
+(a pickled logging record) and ``OUTPUT`` (stdout or stderr bytes, the stream in the task-id
+field) may come at any time, before the result of the task that wrote them.
 """
 
 from __future__ import annotations
 
 import struct
 
+from .._wire import BAD_RESULT, BAD_TASK, ERROR, RESULT
+
+__all__ = ("BAD_RESULT", "BAD_TASK", "ERROR", "INIT_FAILED", "LOG", "OUTPUT", "READY",
+           "REPLY_SIZE", "REQUEST_SIZE", "RESULT", "START_FAILED", "STOP", "TASK",
+           "read_pickling", "read_reply", "read_request", "reply", "request", "stamp_pickling")
+
 # parent -> worker
 TASK = 1
 STOP = 2
 # worker -> parent
 READY = 10
-INIT_FAILED = 11
-RESULT = 12  # pickled return value (or ChunkOutcome values and error)
-ERROR = 13  # pickled (exception, formatted traceback)
-BAD_RESULT = 14  # the result could not be pickled: pickled (message, traceback)
+INIT_FAILED = 11  # pickled (exception, formatted traceback), as ERROR
+# RESULT (12), ERROR (13), BAD_RESULT (14) and BAD_TASK (18): one per task, see backends._wire
 LOG = 15  # a logging record emitted in the worker: pickled dict of its attributes
 OUTPUT = 16  # bytes the worker wrote to sys.stdout (task id 1) or sys.stderr (2)
 START_FAILED = 17  # the pool's setup (initializer, initargs) could not be unpickled
-BAD_TASK = 18  # the task could not be unpickled: pickled (exception, traceback)
 
 _REQUEST = struct.Struct("<BQ")  # kind, task id
 # kind, task id, seconds running, resident bytes, seconds (un)pickling (stamped last)

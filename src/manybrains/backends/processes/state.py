@@ -5,9 +5,6 @@ Only the supervisor thread changes these objects (see :mod:`.supervisor`).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -69,22 +66,3 @@ class EngineOptions:
     # Each worker calls inner_threads.cap(inner_threads, workers) first thing.
     inner_threads: int | None = None
     mark_running: bool = False  # move futures to RUNNING when sent (the Executor contract)
-
-
-
-def kill_tree(pid: int | None) -> None:
-    """SIGKILL a process and every process below it (children found first, then killed)."""
-    if pid is None:
-        return
-    import psutil  # only needed when something goes wrong; keeps worker start-up light
-
-    try:
-        children = psutil.Process(pid).children(recursive=True)
-    except psutil.Error:  # it is already gone, or /proc could not be read: kill it anyway
-        children = []
-    for child in children:
-        with contextlib.suppress(psutil.Error):
-            child.kill()
-    # os.kill, not psutil: the process must die even when psutil doubts its identity.
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)

@@ -56,30 +56,27 @@ from concurrent.futures import CancelledError, Future
 from multiprocessing.connection import wait
 from typing import Any
 
-from ... import _worker_output
 from ..._errors import (
     BrokenPool,
     InitializerFailed,
-    SerializationError,
     UnpicklingFailed,
     WorkerCrashed,
-    also_like,
     check_open,
     describe_exit,
     rebuild_error,
-    unpicklable_task,
 )
 from ..._future import set_exception, set_result
 from ..._inheritance import Kept
-from ..._remote import RemoteTraceback, attach
-from ..._serialize import dumps_checked, loads
-from ..._task import ChunkOutcome
+from ..._serialize import dumps_checked
 from ..._timings import TaskTimings
+from .. import _wire
+from .._base import Counters, WorkerStats
 
 # inner_threads: a worker's first step; imported here, template workers find it loaded.
-from . import inner_threads, protocol, worker  # noqa: F401
+from . import inner_threads, output, protocol, worker  # noqa: F401
 from .context import starting
-from .state import EngineOptions, Record, WorkerSlot, kill_tree
+from .kill import kill_tree
+from .state import EngineOptions, Record, WorkerSlot
 
 LOGGER = logging.getLogger("manybrains")
 
@@ -107,7 +104,7 @@ class Supervisor:
                           else Kept((options.initializer, options.initargs)))
         self._setup = worker.Setup((initialization, os.getpid(),
                                     options.max_memory_per_worker is not None,
-                                    _worker_output.parent_levels(), inherited))
+                                    output.parent_levels(), inherited))
         self._check_setup()
         self._inbox: deque[tuple[str, Any]] = deque()
         self._wake_r, self._wake_w = os.pipe()
@@ -121,8 +118,7 @@ class Supervisor:
         self._pending: deque[Record] = deque()
         self._open: dict[int, Record] = {}  # every record whose future we still owe
         self._startup_deaths = 0  # in a row, without a worker becoming ready in between
-        self.counters = {"submitted": 0, "done": 0, "failed": 0, "retried": 0, "crashed": 0,
-                         "timed_out": 0, "workers_started": 0}
+        self.counters = Counters()
         self.timings = TaskTimings()  # run time of every task, for Pool.insights()
         self._thread = threading.Thread(target=self._main, daemon=True,
                                         name=f"manybrains-supervisor-{next(self._names)}")
@@ -144,7 +140,7 @@ class Supervisor:
         """Queue ``record``; raises if the pool is closed or broken."""
         with self._lock:
             check_open(self._closed, self._broken)
-            self.counters["submitted"] += 1
+            self.counters.add("submitted")
             self._post("submit", record)
 
     def cancel(self, record: Record, *, kill: bool) -> None:
@@ -160,11 +156,6 @@ class Supervisor:
             self._thread.join()
 
     @property
-    def alive(self) -> bool:
-        """Whether the supervisor thread still runs."""
-        return self._thread.is_alive()
-
-    @property
     def queued(self) -> int:
         """Tasks submitted and not yet sent to a worker."""
         return len(self._pending) + sum(1 for c, _ in list(self._inbox) if c == "submit")
@@ -173,13 +164,14 @@ class Supervisor:
         """Process ids of the current workers."""
         return [w.process.pid for w in list(self._workers.values()) if w.process.pid]
 
-    def worker_table(self) -> list[dict[str, Any]]:
+    def worker_table(self) -> tuple[WorkerStats, ...]:
         """Per-worker counters, for statistics."""
         now = time.monotonic()
-        return [{"pid": w.process.pid, "tasks": w.tasks_done, "busy_s": w.busy,
-                 "idle_s": max(0.0, now - w.started_at - w.busy), "in_flight": len(w.inflight),
-                 "serialize_s": w.pickling}
-                for w in list(self._workers.values())]
+        return tuple(WorkerStats(f"pid {w.process.pid}", tasks=w.tasks_done, busy_s=w.busy,
+                                 idle_s=max(0.0, now - w.started_at - w.busy),
+                                 in_flight=len(w.inflight), pid=w.process.pid,
+                                 serialize_s=w.pickling)
+                     for w in list(self._workers.values()))
 
     def _post(self, command: str, payload: Any) -> None:
         self._inbox.append((command, payload))
@@ -379,14 +371,15 @@ class Supervisor:
         elif kind in (protocol.INIT_FAILED, protocol.START_FAILED):
             self._on_init_failed(body, kind)
         elif kind == protocol.OUTPUT:
-            _worker_output.deliver_output(task_id, body)
+            output.deliver_output(task_id, body)
         elif kind == protocol.LOG:
-            _worker_output.deliver_log(body)
+            output.deliver_log(body)
         elif w.inflight and w.inflight[0].id == task_id:
             record = w.inflight.popleft()
             self._account(w, elapsed)
             self._observe(w, record, frame, elapsed)
-            self._settle(record, kind, body, elapsed)
+            self._settle(record, *_wire.decode(kind, body, label=record.label,
+                                               chunk=record.chunk, elapsed=elapsed))
             self._after_task(w, rss)
 
     def _on_ready_worker(self, w: WorkerSlot) -> None:
@@ -396,16 +389,12 @@ class Supervisor:
             w.inflight[0].started = time.monotonic()
 
     def _on_init_failed(self, body: memoryview, kind: int) -> None:
-        try:
-            exc, tb = loads(body)
-            cause = attach(exc, tb)
-        except BaseException as load_exc:  # noqa: BLE001
-            cause = load_exc
-        what = ("the pool's initializer failed in a worker" if kind == protocol.INIT_FAILED
-                else "a worker could not load the pool's initializer and initargs")
-        error = InitializerFailed(f"{what}: {cause!r}")
-        error.__cause__ = cause
-        self._break(error)
+        _, cause = _wire.decode(_wire.ERROR, body, label="the pool's initializer")
+        if isinstance(cause, UnpicklingFailed):  # its error could not travel: say why
+            cause = cause.__cause__
+        where = ("in a worker" if kind == protocol.INIT_FAILED
+                 else "in a worker, which could not load the pool's initializer and initargs")
+        self._break(InitializerFailed.because(cause, where))
 
     def _account(self, w: WorkerSlot, elapsed: float) -> None:
         w.tasks_done += 1
@@ -426,35 +415,15 @@ class Supervisor:
         if w.inflight and w.inflight[0].kill_requested:
             self._kill(w, CancelledError())
 
-    def _settle(self, record: Record, kind: int, body: memoryview, elapsed: float) -> None:
-        try:
-            payload = loads(body)
-        except BaseException as load_error:  # noqa: BLE001 - a bad result fails its task alone
-            error = UnpicklingFailed(
-                f"cannot unpickle the result of {record.label}: {load_error!r}")
-            error.__cause__ = load_error
+    def _settle(self, record: Record, value: Any, error: BaseException | None) -> None:
+        if error is not None:
             return self._fail(record, error)
-        if kind == protocol.RESULT:
-            self.counters["done"] += 1
-            self._open.pop(record.id, None)
-            if record.chunk:
-                values, item_error, tb = payload
-                payload = ChunkOutcome(values, attach(item_error, tb) if item_error else None,
-                                       elapsed)
-            return set_result(record.future, payload)
-        if kind == protocol.ERROR:
-            task_error, tb = payload
-            return self._fail(record, attach(task_error, tb))
-        if kind == protocol.BAD_TASK:
-            task_error, tb = payload
-            return self._fail(record, unpicklable_task(record.label, attach(task_error, tb)))
-        message, tb, *original = payload
-        unpicklable = SerializationError(f"{record.label}: {message}")
-        unpicklable.__cause__ = RemoteTraceback(tb)
-        self._fail(record, also_like(unpicklable, original[0]) if original else unpicklable)
+        self.counters.add("done")
+        self._open.pop(record.id, None)
+        set_result(record.future, value)
 
     def _fail(self, record: Record, error: BaseException) -> None:
-        self.counters["failed"] += 1
+        self.counters.add("failed")
         self._open.pop(record.id, None)
         set_exception(record.future, error)
 
@@ -481,7 +450,8 @@ class Supervisor:
             return  # maybe killed from outside; a replacement starts, and so it is bounded
         how = describe_exit(w.process.exitcode)
         if self._options.initializer is not None:
-            self._break(InitializerFailed(f"workers die in the pool's initializer ({how})"))
+            died = f"in every worker: they die in it ({how})"
+            self._break(InitializerFailed.because(None, died))
         else:
             self._break(BrokenPool(f"workers die while starting ({how})"))
 
@@ -490,12 +460,12 @@ class Supervisor:
         self._pending.extendleft(reversed(w.inflight))  # never started: they go first again
         if w.fate is not None:
             if isinstance(w.fate, TimeoutError):
-                self.counters["timed_out"] += 1
+                self.counters.add("timed_out")
             return self._fail(running, w.fate)
-        self.counters["crashed"] += 1
+        self.counters.add("crashed")
         if running.retries > 0 and not running.future.done():
             running.retries -= 1
-            self.counters["retried"] += 1
+            self.counters.add("retried")
             return self._pending.appendleft(running)
         how = describe_exit(w.process.exitcode)
         self._fail(running, WorkerCrashed(
@@ -578,7 +548,7 @@ class Supervisor:
             return
         finally:
             child_end.close()
-        self.counters["workers_started"] += 1
+        self.counters.add("workers_started")
         w = WorkerSlot(process, parent_end)
         self._workers[id(w)] = w
 

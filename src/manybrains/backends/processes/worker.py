@@ -1,8 +1,9 @@
 """The worker process: receive a task, run it, send the outcome back; repeat.
 
 Everything that can go wrong with one task (its unpickling, the call, pickling its result)
-is caught here and reported for that task alone. Only a crash of the process itself escapes,
-and the supervisor sees that through the process sentinel.
+is caught by the wire (:mod:`manybrains.backends._wire`) and reported for that task alone.
+Only a crash of the process itself escapes, and the supervisor sees that through the process
+sentinel.
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle  # noqa: F401 - imported here so a forkserver preloads it for every worker
 
-from ... import _mainspace, _worker_output
-from ..._remote import format_exception, portable
+from ... import _mainspace
 from ..._serialize import Frame, dumps, loads
-from ..._task import run_chunk
 from ...ipc.autoshare import hand_off_results
 from ...ipc.segment import process_alive
-from . import protocol
+from .. import _wire
+from . import output, protocol
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -69,29 +69,29 @@ def main(conn: Connection, threads: tuple[int | None, int], setup: Setup) -> Non
         kept, parent_pid, measure_memory, log_levels, inherited = setup.load()
         initializer, initargs = kept.value
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
-        _send(conn, _error_frame(protocol.START_FAILED, 0, 0.0, exc))
+        _send(conn, _error_frame(protocol.START_FAILED, exc))
         return
     _detach_from_parent_signals(parent_pid)
     if inherited is not None:  # forked straight from the parent: its __main__ is here
         _mainspace.inherit(inherited)
-    _worker_output.install(*_shippers(conn), log_levels)  # logs and prints go to the parent
+    output.install(*_shippers(conn), log_levels)  # logs and prints go to the parent
     os.register_at_fork(after_in_child=lambda: _forget_pool(conn))
     if initializer is not None:
         try:
             initializer(*initargs)
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
-            _send(conn, _error_frame(protocol.INIT_FAILED, 0, 0.0, exc))
+            _send(conn, _error_frame(protocol.INIT_FAILED, exc))
             return
     if _send(conn, protocol.reply(protocol.READY)):
         _serve(conn, _memory_probe(measure_memory))
-    _worker_output.flush()
+    output.flush()
 
 
 def _forget_pool(conn: Connection) -> None:
     # In a process a task forked (a nested pool's template, a multiprocessing child): this
     # worker's pipe and output shipping are not its own; writing there would interleave
     # its bytes with this worker's messages.
-    _worker_output.uninstall()
+    output.uninstall()
     with contextlib.suppress(OSError):
         conn.close()
 
@@ -106,55 +106,32 @@ def _serve(conn: Connection, rss: Any) -> None:
         if kind == protocol.STOP:
             return
         received = time.perf_counter()
-        outcome, elapsed, body = _run(memoryview(frame)[protocol.REQUEST_SIZE:])
+        kind, elapsed, body = _wire.execute(loads, memoryview(frame)[protocol.REQUEST_SIZE:])
         del frame  # a big task's bytes can go before its result is pickled
-        reply = _frame(outcome, task_id, elapsed, rss() if rss else 0, body)
+        reply = _reply(kind, task_id, elapsed, rss() if rss else 0, body)
         protocol.stamp_pickling(reply, time.perf_counter() - received - elapsed)
         if not _send(conn, reply):
             return
 
 
-def _run(payload: memoryview) -> tuple[int, float, Any]:
-    """Run one task: ``(RESULT, ERROR or BAD_TASK, seconds, what to send back)``."""
-    start = time.perf_counter()
-    try:
-        fn, args, kwargs, items, star = loads(payload)
-    except BaseException as exc:  # noqa: BLE001 - a task that cannot be unpickled fails alone
-        return protocol.BAD_TASK, 0.0, portable(exc)
-    if items is None:
-        try:
-            value = fn(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - SystemExit too: it belongs to the task
-            return protocol.ERROR, time.perf_counter() - start, portable(exc)
-        return protocol.RESULT, time.perf_counter() - start, value
-    outcome = run_chunk(fn, items, star)
-    return protocol.RESULT, outcome.elapsed, (outcome.values, *portable(outcome.error))
+def _reply(kind: int, task_id: int, elapsed: float, rss: int, body: Any) -> Frame:
+    return _wire.encode(kind, body, lambda k: protocol.reply(k, task_id, elapsed, rss))
 
 
-def _frame(kind: int, task_id: int, elapsed: float, rss: int, body: Any) -> Frame:
-    try:
-        return dumps(body, header=protocol.reply(kind, task_id, elapsed, rss))
-    except BaseException as exc:  # noqa: BLE001 - an unpicklable result fails its task alone
-        message = f"cannot pickle the result ({type(body).__qualname__}): {exc}"
-        header = protocol.reply(protocol.BAD_RESULT, task_id, elapsed, rss)
-        # the exception too: the caller's error is also an instance of its type
-        return dumps((message, format_exception(exc), portable(exc)[0]), header=header)
-
-
-def _error_frame(kind: int, task_id: int, elapsed: float, exc: BaseException) -> Frame:
-    return dumps(portable(exc), header=protocol.reply(kind, task_id, elapsed))
+def _error_frame(kind: int, exc: BaseException) -> Frame:
+    return dumps(_wire.error_body(exc), header=protocol.reply(kind))
 
 
 def _send(conn: Connection, frame: bytes | memoryview | bytearray) -> bool:
     try:
-        with _worker_output.SEND_LOCK:  # other threads of the task may be logging
+        with output.SEND_LOCK:  # other threads of the task may be logging
             conn.send_bytes(frame)
     except OSError:  # the parent is gone; nothing is waiting for this result
         return False
     return True
 
 
-def _shippers(conn: Connection) -> tuple[_worker_output.ShipLog, _worker_output.ShipOutput]:
+def _shippers(conn: Connection) -> tuple[output.ShipLog, output.ShipOutput]:
     def ship_log(payload: bytes) -> None:
         _send(conn, protocol.reply(protocol.LOG) + payload)
 

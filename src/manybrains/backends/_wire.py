@@ -1,0 +1,116 @@
+"""The worker-side wire: run a task where it landed, and carry its outcome back as bytes.
+
+Written once for every backend whose tasks run in another process (the process engine's
+workers, Dask workers); each adds only its own header and transport::
+
+    worker                                          caller
+    ------                                          ------
+    execute(unpickle, payload)
+      -> (kind, elapsed, body)
+         BAD_TASK  the task did not unpickle
+         ERROR     the call raised (SystemExit too)
+         RESULT    a value, or a chunk's (values, error, traceback)
+    encode(kind, body, header)  ── one Frame ──►    decode(kind, body, ...)
+      an unpicklable result -> BAD_RESULT              -> (value or ChunkOutcome, None)
+                                                       -> (None, the error to raise)
+
+An exception travels with its formatted traceback (or as a picklable stand-in), so the
+caller's error keeps its type and shows the line in the worker that failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from time import perf_counter
+from typing import Any, TypeVar
+
+from .._remote import RemoteTraceback, attach, format_exception, portable
+from .._serialize import Frame, dumps, loads
+from .._task import ChunkOutcome, run_chunk
+
+# Reply kinds; their values are the process engine's message kinds (see processes.protocol).
+RESULT = 12  # the return value, or a chunk's (values, error, traceback)
+ERROR = 13  # (exception, traceback)
+BAD_RESULT = 14  # the result could not be pickled: (message, traceback, exception)
+BAD_TASK = 18  # the task could not be unpickled: (exception, traceback)
+
+TaskParts = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Sequence[Any] | None,
+                  bool]
+P = TypeVar("P")
+
+# ---- in the worker ------------------------------------------------------------------------
+
+
+def execute(unpickle: Callable[[P], TaskParts], payload: P) -> tuple[int, float, Any]:
+    """Run the task in ``payload``: ``(kind, seconds running, body to send back)``.
+
+    ``unpickle`` turns the payload into ``(fn, args, kwargs, items, star)``; ``items`` given,
+    ``fn`` runs on each of them as a chunk.
+    """
+    try:
+        fn, args, kwargs, items, star = unpickle(payload)
+    except BaseException as exc:  # noqa: BLE001 - a task that cannot be unpickled fails alone
+        return BAD_TASK, 0.0, portable(exc)
+    if items is None:
+        start = perf_counter()
+        try:
+            value = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - SystemExit too: it belongs to the task
+            return ERROR, perf_counter() - start, portable(exc)
+        return RESULT, perf_counter() - start, value
+    outcome = run_chunk(fn, items, star)
+    return RESULT, outcome.elapsed, (outcome.values, *portable(outcome.error))
+
+
+def error_body(exc: BaseException) -> tuple[BaseException | None, str]:
+    """What an ``ERROR`` reply carries for ``exc`` (also for failures outside a task)."""
+    return portable(exc)
+
+
+def encode(kind: int, body: Any, header: Callable[[int], bytes]) -> Frame:
+    """``header(kind)`` then ``body`` pickled, in one buffer; ``BAD_RESULT`` if it cannot be."""
+    try:
+        return dumps(body, header=header(kind))
+    except BaseException as exc:  # noqa: BLE001 - an unpicklable result fails its task alone
+        message = f"cannot pickle the result ({type(body).__qualname__}): {exc}"
+        # the exception too: the caller's error is also an instance of its type
+        return dumps((message, format_exception(exc), portable(exc)[0]),
+                     header=header(BAD_RESULT))
+
+
+# ---- in the caller ------------------------------------------------------------------------
+
+
+def decode(kind: int, body: bytes | memoryview, *, label: str, chunk: bool = False,
+           elapsed: float = 0.0) -> tuple[Any, BaseException | None]:
+    """``(value, None)`` for a ``RESULT`` (a :class:`ChunkOutcome` if ``chunk``), else
+    ``(None, the error to raise)``. ``label`` names the task in error messages."""
+    try:
+        payload = loads(body)
+    except BaseException as load_error:  # noqa: BLE001 - a bad result fails its task alone
+        from .._errors import UnpicklingFailed
+
+        error = UnpicklingFailed(f"cannot unpickle the result of {label}: {load_error!r}")
+        error.__cause__ = load_error
+        return None, error
+    if kind == RESULT:
+        if chunk:
+            values, item_error, tb = payload
+            payload = ChunkOutcome(values, attach(item_error, tb) if item_error else None,
+                                   elapsed)
+        return payload, None
+    return None, _error(kind, payload, label)
+
+
+def _error(kind: int, payload: Any, label: str) -> BaseException:
+    # Imported here: workers load this module, and never need the caller's error types.
+    from .._errors import SerializationError, also_like, unpicklable_task
+
+    if kind == ERROR:
+        return attach(*payload)
+    if kind == BAD_TASK:
+        return unpicklable_task(label, attach(*payload))
+    message, tb, *original = payload
+    unpicklable = SerializationError(f"{label}: {message}")
+    unpicklable.__cause__ = RemoteTraceback(tb)
+    return also_like(unpicklable, original[0]) if original and original[0] else unpicklable
