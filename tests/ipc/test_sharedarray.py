@@ -322,8 +322,7 @@ _THRESHOLD_SCRIPT = textwrap.dedent("""
             argument = pool.submit(shared, np.ones(10_000)).result()       # 80 kB in
             result = shared(pool.submit(make, 10_000).result())            # 80 kB back
             big = pool.submit(shared, np.ones(1 << 18)).result()           # 2 MB in
-        from manybrains.ipc.autoshare import array_threshold
-        print(array_threshold(), argument, result, big)
+        print(mb.set_array_threshold(None), argument, result, big)  # the setting it replaced
 """)
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ._base import Backend
 
-__all__ = ("available_backends", "get_backend", "known_backends")
+__all__ = ("available_backends", "get_backend", "install_hint", "known_backends")
 
 # name -> (module, the pip extra that brings its dependencies, or None)
 _REGISTRY: dict[str, tuple[str, str | None]] = {
@@ -41,6 +41,12 @@ def available_backends() -> tuple[str, ...]:
     return tuple(names)
 
 
+def install_hint(name: str) -> str:
+    """What to run so that backend ``name`` can be used here."""
+    extra = _REGISTRY[name][1]
+    return f"pip install 'manybrains[{extra}]'" if extra else "reinstall manybrains"
+
+
 def get_backend(name: str) -> type[Backend]:
     """The backend class registered as ``name``; BackendNotFound says what to do if missing."""
     from .._errors import BackendNotFound
@@ -48,12 +54,10 @@ def get_backend(name: str) -> type[Backend]:
     if not isinstance(name, str) or name not in _REGISTRY:
         raise BackendNotFound(f"unknown backend {name!r}; choose one of "
                               f"{', '.join(map(repr, known_backends()))}")
-    module_name, extra = _REGISTRY[name]
     try:
-        module = importlib.import_module(module_name)
+        module = importlib.import_module(_REGISTRY[name][0])
     except ImportError as exc:
-        hint = f"pip install 'manybrains[{extra}]'" if extra else "reinstall manybrains"
         raise BackendNotFound(f"backend {name!r} needs packages that are not installed "
-                              f"({exc.name or exc}); run: {hint}") from exc
+                              f"({exc.name or exc}); run: {install_hint(name)}") from exc
     backend_class: type[Backend] = module.backend_class
     return backend_class

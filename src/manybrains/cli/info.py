@@ -37,20 +37,11 @@ def facts() -> dict[str, Any]:
 
 
 def _backends() -> dict[str, str | None]:
-    """Each backend: None when usable, else the pip extra (or reason) it needs."""
-    from .. import backends
-    from .._errors import BackendNotFound
+    """Each backend: None when usable, else what to install for it."""
+    from ..backends import available_backends, install_hint, known_backends
 
-    found: dict[str, str | None] = {}
-    for name in backends.known_backends():
-        try:
-            backends.get_backend(name)
-        except BackendNotFound:
-            extra = backends._REGISTRY[name][1]
-            found[name] = f"pip install 'manybrains[{extra}]'" if extra else "unavailable"
-        else:
-            found[name] = None
-    return found
+    usable = available_backends()
+    return {name: None if name in usable else install_hint(name) for name in known_backends()}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
 """The automatic path for big numpy arrays: shared memory instead of the pipe.
 
-A numpy array of at least :func:`array_threshold` bytes (1 MiB by default) that is an
+A numpy array of at least the threshold's bytes (1 MiB by default) that is an
 argument of a pool task, or a task's result, is not pickled byte by byte into the pipe.
 Pickling copies it once into a shared-memory segment and writes only the segment's name;
 unpickling maps that segment and returns a view of it::
@@ -76,11 +76,6 @@ def set_array_threshold(nbytes: int | None) -> int | None:
         raise ValueError(f"nbytes must be a positive int or None, got {nbytes!r}")
     previous, _threshold = _threshold, nbytes
     return previous
-
-
-def array_threshold() -> int | None:
-    """The current threshold in bytes, or ``None`` when the path is off."""
-    return _threshold
 
 
 class _Mode(Protocol):

@@ -86,7 +86,7 @@ class Queue:
 
         def sem(tag: str, value: int) -> Semaphore:
             full = f"{name}{tag}"
-            return Semaphore(value, name=full) if create else Semaphore._open(full)
+            return Semaphore(value, name=full) if create else Semaphore.attach(full)
 
         self._put_lock, self._get_lock = sem("p", 1), sem("g", 1)
         self._items, self._space = sem("i", 0), sem("w", 0)

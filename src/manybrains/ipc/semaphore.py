@@ -3,7 +3,7 @@
 ``multiprocessing.Lock`` can only be handed to a child while it is being started, so it
 cannot be an argument of a pool task. These wrap the same C semaphore (``sem_open``) under a
 name this module controls: pickling sends the name and the receiver opens the same
-semaphore, under every start method. The creating object unlinks the name (when closed,
+semaphore, under every start method. The creating object unlinks the name (when
 garbage-collected or at exit); processes that opened it by name never do.
 """
 
@@ -14,12 +14,14 @@ import contextlib
 import os
 import weakref
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from .segment import new_name
 
 _RECURSIVE_MUTEX, _SEMAPHORE = 0, 1
 _MAX = _multiprocessing.SemLock.SEM_VALUE_MAX
+
+S = TypeVar("S", bound="Semaphore")
 
 
 class Semaphore:
@@ -30,8 +32,7 @@ class Semaphore:
     def __init__(self, value: int = 1, *, name: str | None = None) -> None:
         self.name = name or new_name("s")
         self._lock = _multiprocessing.SemLock(self._kind, value, _MAX, "/" + self.name, False)
-        self._owner: weakref.finalize[Any, Any] | None = weakref.finalize(
-            self, _unlink, self.name, os.getpid())
+        weakref.finalize(self, _unlink, self.name, os.getpid())
         self._bind()
 
     def _bind(self) -> None:
@@ -40,10 +41,10 @@ class Semaphore:
         self.release = self._lock.release
 
     @classmethod
-    def _open(cls, name: str) -> Any:
+    def attach(cls: type[S], name: str) -> S:
+        """The semaphore another object created as ``name``; that object keeps owning it."""
         self = cls.__new__(cls)
         self.name = name
-        self._owner = None
         try:
             self._lock = _multiprocessing.SemLock._rebuild(0, cls._kind, _MAX, "/" + name)
         except FileNotFoundError:
@@ -57,13 +58,8 @@ class Semaphore:
         """The current count (a snapshot)."""
         return int(self._lock._get_value())
 
-    def unlink(self) -> None:
-        """Remove the name now (only the creator does this); open handles keep working."""
-        if self._owner is not None:
-            self._owner()
-
     def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return (type(self)._open, (self.name,))
+        return (type(self).attach, (self.name,))
 
     def __enter__(self) -> bool:
         return bool(self.acquire())

@@ -58,7 +58,7 @@ class _Shared:
     def _open(cls, typecode: str, length: int | None, name: str) -> Any:
         self = cls.__new__(cls)
         self._finalizer = None
-        self._bind(typecode, length, attach(name), Lock._open(name + "l"))
+        self._bind(typecode, length, attach(name), Lock.attach(name + "l"))
         return self
 
     @property
