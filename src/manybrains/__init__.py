@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from ._spawn import Handle as Handle
     from ._spawn import spawn as spawn
     from .advisor import Advice as Advice
+    from .backends._base import Statistics as Statistics
+    from .backends._base import WorkerStats as WorkerStats
     from .insights import Insights as Insights
     from .ipc.autoshare import set_array_threshold as set_array_threshold
     from .ipc.queue import Queue as Queue
@@ -71,6 +73,8 @@ _EXPORTS = {
     "WorkerCrashed": "._errors",
     "ProcessPoolExecutor": "._executor",
     "Pool": "._pool",
+    "Statistics": ".backends._base",
+    "WorkerStats": ".backends._base",
     "Insights": ".insights",
     "ProgressSnapshot": ".progress",
     "RemoteError": "._remote",

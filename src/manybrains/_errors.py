@@ -61,8 +61,10 @@ class InitializerFailed(BrokenPool):
 
     @classmethod
     def because(cls, cause: BaseException | None, where: str) -> InitializerFailed:
-        """The error for an initializer that failed ``where`` ("in a thread"), from ``cause``."""
-        error = cls(f"the pool's initializer failed {where}: {cause!r}")
+        """The error for an initializer that failed ``where`` ("in a thread"), from ``cause``
+        (None where nothing was raised: the worker died in it)."""
+        error = cls(f"the pool's initializer failed {where}"
+                    + ("" if cause is None else f": {cause!r}"))
         error.__cause__ = cause
         return error
 

@@ -41,7 +41,7 @@ from ._serialize import PickledOnce
 from ._stream import astream, collect, stream, stream_chunks
 from ._task import DEFAULT_CONCURRENCY, AsyncCall, ChunkOutcome, Task, is_coroutine_function
 from .backends import get_backend
-from .backends._base import Backend, PoolOptions
+from .backends._base import Backend, PoolOptions, Statistics
 from .progress import ProgressOption, tracker
 
 if TYPE_CHECKING:
@@ -352,15 +352,13 @@ class Pool(MultiprocessingPoolAPI):
         elif wait:
             self._backend.shutdown(wait=True, cancel_futures=False)
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> Statistics:
         """Tasks submitted, done, failed, retried, in flight; per-worker busy and idle time.
 
-        On ``"auto"`` it also says which backend each function went to, and why.
+        A frozen snapshot (``stats.done``, ``stats.workers[0].busy_s``). On ``"auto"`` it
+        also says which backend each function went to, and why (``stats.choices``).
         """
-        stats = {"backend": self._backend.name, **self._backend.statistics()}
-        if "in_flight" not in stats:  # the tasks its workers hold
-            stats["in_flight"] = sum(w.get("in_flight", 0) for w in stats.get("workers", ()))
-        return stats
+        return self._backend.statistics()
 
     def insights(self) -> Insights:
         """Per-worker tasks, busy, idle and pickling time; task-time statistics and the

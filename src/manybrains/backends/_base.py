@@ -80,7 +80,9 @@ class Statistics:
     concurrency: int | None = None  # asyncio: coroutines awaited at once
     scheduler: str | None = None  # dask: the scheduler's address
     scattered: int | None = None  # dask: arrays sent to the workers once and shared
-    choices: tuple[str, ...] = ()  # auto: where each function runs, and why
+    # auto: per function, where it runs and why (plain data: "function", "backend", "why",
+    # the measurements behind it, "history", and "concurrency" for waiting calls)
+    choices: tuple[Mapping[str, Any], ...] = ()
     engines: Mapping[str, Statistics] = field(default_factory=dict)  # auto: per engine
 
 
@@ -96,8 +98,7 @@ class Counters:
         self._counts = dict.fromkeys(COUNTER_NAMES, 0)
 
     def add(self, name: str, n: int = 1) -> None:
-        if name not in self._counts:  # a typo would otherwise count into the void
-            raise KeyError(f"{name!r} is not one of {COUNTER_NAMES}")
+        """Count ``n`` more ``name`` events (one of :data:`COUNTER_NAMES`, else KeyError)."""
         with self._lock:
             self._counts[name] += n
 

@@ -28,7 +28,7 @@ from typing import Any
 from .._errors import InitializerFailed, check_open
 from .._future import TaskFuture, set_exception, set_result
 from .._task import DEFAULT_CONCURRENCY, AsyncCall, Task, run_chunk_async, run_task, unpickled
-from ._base import Backend, PoolOptions
+from ._base import Backend, Counters, PoolOptions, Statistics, WorkerStats
 
 _names = itertools.count(1)
 
@@ -50,7 +50,7 @@ class AsyncioBackend(Backend):
         self._jobs: set[_Job] = set()  # touched only in the loop thread
         self._clock = _BusyClock()
         self._abandoned = 0
-        self.counters = {"submitted": 0, "done": 0, "failed": 0, "retried": 0, "timed_out": 0}
+        self.counters = Counters()
         number = next(_names)
         self._executor = ThreadPoolExecutor(options.workers,
                                             thread_name_prefix=f"manybrains-asyncio-{number}")
@@ -61,18 +61,18 @@ class AsyncioBackend(Backend):
 
     def submit(self, task: Task, *, timeout: float | None = None, retries: int = 0
                ) -> Future[Any]:
-        future = TaskFuture()
-        job = _Job(task, future, timeout)
-        future.job = job  # type: ignore[attr-defined]
+        future: TaskFuture[_Job] = TaskFuture()
+        future.handle = job = _Job(task, future, timeout)
         with self._lock:
             check_open(self._closed)
-            self.counters["submitted"] += 1
+            self.counters.add("submitted")
             self._loop.call_soon_threadsafe(self._begin, job)
         future.add_done_callback(self._on_done)
         return future
 
     def cancel(self, future: Future[Any]) -> bool:
-        if getattr(future, "job", None) is None or (future.done() and not future.cancelled()):
+        if not isinstance(future, TaskFuture) or not isinstance(future.handle, _Job) or (
+                future.done() and not future.cancelled()):
             return False
         future.cancel()  # _on_done cancels the coroutine in the loop
         return True
@@ -86,13 +86,14 @@ class AsyncioBackend(Backend):
         if wait and threading.current_thread() is not self._thread:
             self._thread.join()
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> Statistics:
         busy, alive = self._clock.read()
         settled = self.counters["done"] + self.counters["failed"]
-        worker = {"name": self._thread.name, "tasks": settled, "busy_s": busy,
-                  "idle_s": max(0.0, alive - busy), "in_flight": self._clock.active}
-        return {**self.counters, "in_flight": max(0, self.counters["submitted"] - settled),
-                "concurrency": self._concurrency, "workers": [worker]}
+        worker = WorkerStats(self._thread.name, tasks=settled, busy_s=busy,
+                             idle_s=max(0.0, alive - busy), in_flight=self._clock.active)
+        return self.counters.statistics(
+            self.name, in_flight=max(0, self.counters["submitted"] - settled),
+            concurrency=self._concurrency, workers=(worker,))
 
     # ---- the loop thread ------------------------------------------------------------------
 
@@ -116,16 +117,14 @@ class AsyncioBackend(Backend):
             if asyncio.iscoroutine(result):
                 self._loop.run_until_complete(result)
         except BaseException as exc:  # noqa: BLE001 - the pool breaks, every task is told
-            self._broken = InitializerFailed(f"the pool's initializer failed: {exc!r}")
-            self._broken.__cause__ = exc
+            self._broken = InitializerFailed.because(exc, "on the event loop")
 
     def _begin(self, job: _Job) -> None:
         if job.future.cancelled():
             return
         if self._broken is not None:
-            error = InitializerFailed(*self._broken.args)
-            error.__cause__ = self._broken.__cause__
-            set_exception(job.future, error)
+            set_exception(job.future, InitializerFailed.because(self._broken.__cause__,
+                                                                "on the event loop"))
             return
         job.runner = self._loop.create_task(self._execute(job))
         self._jobs.add(job)
@@ -173,8 +172,10 @@ class AsyncioBackend(Backend):
             return await fn.fn(*task.args, **task.kwargs)
 
     def _on_done(self, future: Future[Any]) -> None:
-        if future.cancelled():
-            job: _Job = future.job  # type: ignore[attr-defined]
+        if not future.cancelled():
+            return
+        job = future.handle if isinstance(future, TaskFuture) else None
+        if isinstance(job, _Job):
             with contextlib.suppress(RuntimeError):  # a closed loop runs nothing any more
                 self._loop.call_soon_threadsafe(job.stop)
 
@@ -192,9 +193,8 @@ class AsyncioBackend(Backend):
         self._loop.stop()
 
     def _count(self, *names: str) -> None:
-        with self._lock:
-            for name in names:
-                self.counters[name] += 1
+        for name in names:
+            self.counters.add(name)
 
 
 # ---- bookkeeping ------------------------------------------------------------------------

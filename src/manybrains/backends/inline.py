@@ -22,7 +22,7 @@ from typing import Any
 from .._errors import InitializerFailed, check_open
 from .._future import TaskFuture
 from .._task import Task, run_task
-from ._base import Backend, PoolOptions
+from ._base import Backend, Counters, PoolOptions, Statistics, WorkerStats
 
 # ---- the backend ------------------------------------------------------------------------
 
@@ -41,14 +41,14 @@ class InlineBackend(Backend):
         self._closed = False
         self._started = time.monotonic()
         self._busy = 0.0
-        self.counters = {"submitted": 0, "done": 0, "failed": 0, "retried": 0, "timed_out": 0}
+        self.counters = Counters()
 
     def submit(self, task: Task, *, timeout: float | None = None, retries: int = 0
                ) -> Future[Any]:
         self._check_open()
         self._initialize()
-        self.counters["submitted"] += 1
-        future = TaskFuture()
+        self.counters.add("submitted")
+        future: TaskFuture[None] = TaskFuture()
         start = time.perf_counter()
         try:
             value = run_task(task)
@@ -67,11 +67,11 @@ class InlineBackend(Backend):
                  ) -> None:
         self._closed = True
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> Statistics:
         alive = time.monotonic() - self._started
-        worker = {"name": threading.current_thread().name, "tasks": self.counters["submitted"],
-                  "busy_s": self._busy, "idle_s": max(0.0, alive - self._busy), "in_flight": 0}
-        return {**self.counters, "in_flight": 0, "workers": [worker]}
+        worker = WorkerStats(threading.current_thread().name, tasks=self.counters["submitted"],
+                             busy_s=self._busy, idle_s=max(0.0, alive - self._busy))
+        return self.counters.statistics(self.name, workers=(worker,))
 
     # ---- internals ------------------------------------------------------------------------
 
@@ -88,8 +88,7 @@ class InlineBackend(Backend):
             try:
                 self._options.initializer(*self._options.initargs)
             except BaseException as exc:  # noqa: BLE001 - the pool breaks, as elsewhere
-                self._broken = InitializerFailed(f"the pool's initializer failed: {exc!r}")
-                self._broken.__cause__ = exc
+                self._broken = InitializerFailed.because(exc, "in the caller")
         self._check_open()
 
     def _finish(self, future: Future[Any], start: float, timeout: float | None, *,
@@ -97,10 +96,10 @@ class InlineBackend(Backend):
         elapsed = time.perf_counter() - start
         self._busy += elapsed
         if timeout is not None and elapsed > timeout:
-            self.counters["timed_out"] += 1
+            self.counters.add("timed_out")
             error = TimeoutError(f"the task ran {elapsed:.3g} s, longer than its timeout of "
                                  f"{timeout:g} s (inline: checked when the call returned)")
-        self.counters["failed" if error is not None else "done"] += 1
+        self.counters.add("failed" if error is not None else "done")
         if error is not None:
             future.set_exception(error)
         else:

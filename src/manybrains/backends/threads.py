@@ -27,7 +27,7 @@ from typing import Any
 from .._errors import InitializerFailed, check_open
 from .._future import TaskFuture, set_exception, set_result
 from .._task import Task, run_task
-from ._base import Backend, PoolOptions
+from ._base import Backend, Counters, PoolOptions, Statistics, WorkerStats
 
 _names = itertools.count(1)
 
@@ -53,30 +53,27 @@ class ThreadBackend(Backend):
         self._timed: set[_Job] = set()
         self._watcher: threading.Thread | None = None
         self._prefix = f"manybrains-thread-{next(_names)}"
-        self.counters = {"submitted": 0, "done": 0, "failed": 0, "retried": 0, "timed_out": 0,
-                         "cancelled_running": 0, "workers_started": 0}
+        self.counters = Counters()
 
     def submit(self, task: Task, *, timeout: float | None = None, retries: int = 0
                ) -> Future[Any]:
-        future = TaskFuture()
-        job = _Job(task, future, timeout)
-        future.job = job  # type: ignore[attr-defined]
+        future: TaskFuture[_Job] = TaskFuture()
+        future.handle = job = _Job(task, future, timeout)
         with self._lock:
             self._check_open()
-            self.counters["submitted"] += 1
+            self.counters.add("submitted")
             self._queue.append(job)
             self._staff()
         return future
 
     def cancel(self, future: Future[Any]) -> bool:
-        job: _Job | None = getattr(future, "job", None)
-        if job is None or (future.done() and not future.cancelled()):
+        job = future.handle if isinstance(future, TaskFuture) else None
+        if not isinstance(job, _Job) or (future.done() and not future.cancelled()):
             return False
         future.cancel()
         with self._lock:
             worker = job.worker
             if worker is not None and worker.job is job and not worker.abandoned:
-                self.counters["cancelled_running"] += 1
                 self._abandon(worker)
         return True
 
@@ -95,14 +92,14 @@ class ThreadBackend(Backend):
         if wait:
             _join([*threads, self._watcher])
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> Statistics:
         now = time.monotonic()
         with self._lock:
             running = sum(1 for w in self._workers if w.job is not None)
-            table = [w.row(now) for w in self._workers]
+            table = tuple(w.row(now) for w in self._workers)
             queued = sum(1 for job in self._queue if not job.future.cancelled())
-        return {**self.counters, "in_flight": running + queued, "queued": queued,
-                "workers": table}
+        return self.counters.statistics(self.name, in_flight=running + queued, queued=queued,
+                                        workers=table)
 
     # ---- caller side, under the lock --------------------------------------------------------
 
@@ -122,7 +119,7 @@ class ThreadBackend(Backend):
                                   name=f"{self._prefix}-{self.counters['workers_started'] + 1}")
         worker.thread = thread
         self._workers.append(worker)
-        self.counters["workers_started"] += 1
+        self.counters.add("workers_started")
         thread.start()
 
     def _abandon(self, worker: _Worker) -> None:
@@ -167,8 +164,7 @@ class ThreadBackend(Backend):
         return True
 
     def _break(self, cause: BaseException) -> None:
-        error = InitializerFailed(f"the pool's initializer failed in a thread: {cause!r}")
-        error.__cause__ = cause
+        error = InitializerFailed.because(cause, "in a thread")
         with self._lock:
             self._broken = self._broken or error
             failed = list(self._queue)
@@ -176,9 +172,7 @@ class ThreadBackend(Backend):
             self._workers.clear()
             self._work_ready.notify_all()
         for job in failed:
-            copy = InitializerFailed(*error.args)
-            copy.__cause__ = cause
-            set_exception(job.future, copy)
+            set_exception(job.future, InitializerFailed.because(cause, "in a thread"))
 
     def _next_job(self, worker: _Worker) -> _Job | None:
         limit = self._options.max_tasks_per_worker
@@ -220,7 +214,7 @@ class ThreadBackend(Backend):
             self._timed.discard(job)
             settle = not worker.abandoned
             if settle:
-                self.counters["failed" if error is not None else "done"] += 1
+                self.counters.add("failed" if error is not None else "done")
         if settle:  # an abandoned call's future was already failed (timeout, cancel)
             _settle(job.future, value, error)
 
@@ -249,8 +243,8 @@ class ThreadBackend(Backend):
     def _expire(self, now: float) -> list[_Job]:
         expired = [job for job in self._timed if job.deadline is not None and now >= job.deadline]
         for job in expired:
-            self.counters["timed_out"] += 1
-            self.counters["failed"] += 1
+            self.counters.add("timed_out")
+            self.counters.add("failed")
             if job.worker is not None:
                 self._abandon(job.worker)
         return expired
@@ -282,12 +276,12 @@ class _Worker:
     started: float = field(default_factory=time.monotonic)
     abandoned: bool = False
 
-    def row(self, now: float) -> dict[str, Any]:
+    def row(self, now: float) -> WorkerStats:
         running = now - self.since if self.job is not None else 0.0
         busy = self.busy + running
-        return {"name": self.thread.name if self.thread else "", "tasks": self.tasks,
-                "busy_s": busy, "idle_s": max(0.0, now - self.started - busy),
-                "in_flight": int(self.job is not None)}
+        return WorkerStats(self.thread.name if self.thread else "", tasks=self.tasks,
+                           busy_s=busy, idle_s=max(0.0, now - self.started - busy),
+                           in_flight=int(self.job is not None))
 
 
 def _settle(future: Future[Any], value: Any, error: BaseException | None) -> None:

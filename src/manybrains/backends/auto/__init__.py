@@ -42,11 +42,12 @@ from concurrent.futures import Future
 from typing import Any
 
 from ..._errors import SerializationError, check_open
+from ..._future import TaskFuture
 from ..._task import AsyncCall, Task, unpickled, unwrap
 from .. import get_backend
-from .._base import Backend, PoolOptions
+from .._base import COUNTER_NAMES, Backend, PoolOptions, Statistics
 from ..processes.context import hold_template
-from .gate import Gate
+from .gate import Call, Gate, cancel_call
 from .policy import MAX_WAITING_CALLS, PROCESS_START_SECONDS, Decision
 from .profile import PROBE_SECONDS, Profile, measured
 
@@ -88,8 +89,14 @@ class AutoBackend(Backend):
         return self._route(profile, decision, task, timeout, retries)
 
     def cancel(self, future: Future[Any]) -> bool:
-        engine: Backend | None = getattr(future, "engine", None)
-        return engine.cancel(future) if engine is not None else False
+        # The future is its engine's own (or its gate's): the one whose handle it carries
+        # cancels it, the others answer False.
+        with self._lock:
+            engines = list(self._engines.values())
+            threads = self._engines.get("threads")
+        if isinstance(future, TaskFuture) and isinstance(future.handle, Call):
+            return cancel_call(future, threads)
+        return any(engine.cancel(future) for engine in engines)
 
     def shutdown(self, *, wait: bool = True, cancel_futures: bool = False, kill: bool = False
                  ) -> None:
@@ -118,17 +125,17 @@ class AutoBackend(Backend):
             return
         _after_all(gates, lambda: threads.shutdown(wait=False, cancel_futures=cancel_futures))
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> Statistics:
         with self._lock:
             engines = dict(self._engines)
             profiles = list(self._profiles.values())
         per_engine = {name: engine.statistics() for name, engine in engines.items()}
-        totals = {key: sum(int(stats.get(key, 0)) for stats in per_engine.values())
-                  for key in ("submitted", "done", "failed", "retried", "in_flight")}
-        workers = [{"backend": name, **row} for name, stats in per_engine.items()
-                   for row in stats.get("workers", [])]
-        return {**totals, "workers": workers, "choices": [p.explain() for p in profiles],
-                "engines": per_engine}
+        totals = {key: sum(getattr(stats, key) for stats in per_engine.values())
+                  for key in (*COUNTER_NAMES, "in_flight", "queued")}
+        workers = tuple(dataclasses.replace(row, backend=name)
+                        for name, stats in per_engine.items() for row in stats.workers)
+        return Statistics(self.name, **totals, workers=workers,
+                          choices=tuple(p.explain() for p in profiles), engines=per_engine)
 
     # ---- routing --------------------------------------------------------------------------
 
@@ -168,7 +175,6 @@ class AutoBackend(Backend):
             future = engine.submit(measured(task, profile, precise=profile.sample(),
                                             alone=name == "inline"),
                                    timeout=timeout, retries=retries)
-        future.engine = engine  # type: ignore[attr-defined]
         return future
 
     def _gate(self, profile: Profile) -> Gate:
@@ -180,7 +186,6 @@ class AutoBackend(Backend):
             # Queued calls keep running after shutdown(wait=False): the engine outlives them.
             future = threads.submit(measured(task, profile, precise=profile.sample()),
                                     timeout=timeout, retries=retries)
-            future.engine = threads  # type: ignore[attr-defined]
             return future
 
         gate = profile.gate_for(run)
@@ -197,7 +202,6 @@ class AutoBackend(Backend):
         except BaseException:
             profile.abandon_probe()
             raise
-        future.engine = engine  # type: ignore[attr-defined]
         decision = profile.watch_probe()
         if decision is not None:  # None: the next call probes again
             self.capacity = decision.width
@@ -210,7 +214,6 @@ class AutoBackend(Backend):
         engine = self._engine("threads")
         future = engine.submit(measured(task, profile, precise=True, confirms=True),
                                timeout=timeout, retries=retries)
-        future.engine = engine  # type: ignore[attr-defined]
         return future
 
     def _process_startup(self) -> float:

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..._future import TaskFuture, set_exception, set_result
 from ..._task import ChunkOutcome, Task
+from .._base import Backend
 from .limit import ConcurrencyLimit, overload_error, safe_to_run_again
 
 MAX_RERUNS = 5  # runs of one call turned away as "too much at once", after the first
@@ -33,11 +34,13 @@ Run = Callable[[Task, "float | None", int], "Future[Any]"]
 
 
 @dataclasses.dataclass(eq=False)
-class _Call:
+class Call:
+    """A waiting call held at its gate: the handle of the future its caller holds."""
+
     task: Task
     timeout: float | None
     retries: int
-    future: TaskFuture  # what the caller holds
+    future: TaskFuture[Call]  # what the caller holds
     done: list[Any] = dataclasses.field(default_factory=list)  # a chunk's items before a rerun
     elapsed: float = 0.0
     reruns: int = 0
@@ -54,30 +57,18 @@ class Gate:
         self._run = run
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._queue: deque[_Call] = deque()
+        self._queue: deque[Call] = deque()
         self._running = 0
         self._when_idle: list[Callable[[], None]] = []
         self.reruns = 0
 
     def submit(self, task: Task, timeout: float | None, retries: int) -> Future[Any]:
-        call = _Call(task, timeout, retries, TaskFuture())
-        call.future.call = call  # type: ignore[attr-defined]
-        call.future.engine = self  # type: ignore[attr-defined]  # auto's cancel() asks the gate
+        call = Call(task, timeout, retries, TaskFuture())
+        call.future.handle = call
         with self._lock:
             self._queue.append(call)
         self._pump()
         return call.future
-
-    def cancel(self, future: Future[Any]) -> bool:
-        call: _Call | None = getattr(future, "call", None)
-        if call is None or (future.done() and not future.cancelled()):
-            return False
-        future.cancel()  # a queued call is skipped when its turn comes
-        inner = call.inner
-        engine = getattr(inner, "engine", None)
-        if inner is not None and engine is not None:
-            engine.cancel(inner)
-        return True
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -125,7 +116,7 @@ class Gate:
             self._start(call)
         self._check_idle()
 
-    def _start(self, call: _Call) -> None:
+    def _start(self, call: Call) -> None:
         call.started = time.monotonic()
         try:
             inner = self._run(call.task, call.timeout, call.retries)
@@ -137,7 +128,7 @@ class Gate:
         call.inner = inner
         inner.add_done_callback(partial(self._finished, call))
 
-    def _finished(self, call: _Call, inner: Future[Any]) -> None:
+    def _finished(self, call: Call, inner: Future[Any]) -> None:
         latency = time.monotonic() - call.started
         error, outcome = _error_of(inner)
         # The pool's own deadline is no sign of overload: it is the caller's limit.
@@ -155,7 +146,7 @@ class Gate:
             _deliver(call, inner, outcome)
         self._pump()
 
-    def _again(self, call: _Call, outcome: ChunkOutcome | None) -> None:
+    def _again(self, call: Call, outcome: ChunkOutcome | None) -> None:
         if outcome is not None and call.task.items is not None:  # the items before it are done
             call.done.extend(outcome.values)
             call.elapsed += outcome.elapsed
@@ -189,7 +180,7 @@ def _error_of(inner: Future[Any]) -> tuple[BaseException | None, ChunkOutcome | 
     return None, None
 
 
-def _deliver(call: _Call, inner: Future[Any], outcome: ChunkOutcome | None) -> None:
+def _deliver(call: Call, inner: Future[Any], outcome: ChunkOutcome | None) -> None:
     if inner.cancelled():
         call.future.cancel()
         return
@@ -201,3 +192,15 @@ def _deliver(call: _Call, inner: Future[Any], outcome: ChunkOutcome | None) -> N
         outcome = ChunkOutcome(call.done + outcome.values, outcome.error,
                                call.elapsed + outcome.elapsed)
     set_result(call.future, outcome if outcome is not None else inner.result())
+
+
+def cancel_call(future: TaskFuture[Call], engine: Backend | None) -> bool:
+    """Cancel a gate's call: skipped when its turn comes, or stopped on ``engine`` (its
+    threads) if it runs there already; False if it had finished."""
+    call = future.handle
+    if call is None or (future.done() and not future.cancelled()):
+        return False
+    future.cancel()
+    if call.inner is not None and engine is not None:
+        engine.cancel(call.inner)
+    return True

@@ -18,7 +18,7 @@ from ..._serialize import dumps_checked
 from ..._task import Task, function_name, unwrap
 from ...ipc.arena import Arena, release_shared_memory
 from ...ipc.autoshare import Loan
-from .._base import Backend, PoolOptions
+from .._base import Backend, PoolOptions, Statistics
 from . import protocol
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from ..._timings import TaskTimings
     from .context import Launch
+    from .state import Record
     from .supervisor import Supervisor
 
 # Workers import this package too (their module lives in it), so the parent-only machinery
@@ -80,11 +81,10 @@ class ProcessBackend(Backend):
             frame = dumps_checked((task.fn, task.args, task.kwargs, task.items, task.star),
                                   header=protocol.request(protocol.TASK, task_id),
                                   parts=task.parts)
-            future = TaskFuture()
-            record = Record(task_id, frame, future, _label(task_id, task), size=task.size,
-                            chunk=task.items is not None, timeout=timeout, retries=retries,
-                            source=task)
-            future.record = record  # type: ignore[attr-defined]
+            future: TaskFuture[Record] = TaskFuture()
+            future.handle = record = Record(task_id, frame, future, _label(task_id, task),
+                                            size=task.size, chunk=task.items is not None,
+                                            timeout=timeout, retries=retries, source=task)
             if not self._options.executor_semantics:
                 future.add_done_callback(self._on_done)
             self._supervisor.submit(record)
@@ -92,7 +92,7 @@ class ProcessBackend(Backend):
         return future
 
     def cancel(self, future: Future[Any]) -> bool:
-        record = getattr(future, "record", None)
+        record = _record(future)
         if record is None or (future.done() and not future.cancelled()):
             return False
         future.cancel()
@@ -104,11 +104,12 @@ class ProcessBackend(Backend):
         self._supervisor.shutdown(wait=wait, cancel_futures=cancel_futures, kill=kill)
         release_shared_memory(self._arena, workers_gone=wait)
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> Statistics:
         workers = self._supervisor.worker_table()
-        return {**self._supervisor.counters, "queued": self._supervisor.queued,
-                "in_flight": sum(w["in_flight"] for w in workers), "workers": workers,
-                "start_method": self._launch.method, "start_method_why": self._launch.reason}
+        return self._supervisor.counters.statistics(
+            self.name, queued=self._supervisor.queued,
+            in_flight=sum(w.in_flight for w in workers), workers=workers,
+            start_method=self._launch.method, start_method_why=self._launch.reason)
 
     def task_timings(self) -> TaskTimings:
         """Run times of the finished tasks, for ``Pool.insights()``."""
@@ -120,8 +121,9 @@ class ProcessBackend(Backend):
 
     def _on_done(self, future: Future[Any]) -> None:
         if future.cancelled():  # a queued task is dropped; a running one killed if asked
-            self._supervisor.cancel(future.record,  # type: ignore[attr-defined]
-                                    kill=self._options.cancel_running)
+            record = _record(future)
+            assert record is not None  # only our own futures get this callback
+            self._supervisor.cancel(record, kill=self._options.cancel_running)
             future.set_running_or_notify_cancel()  # wakes concurrent.futures.wait() waiters
 
     def _exit(self) -> None:
@@ -135,6 +137,15 @@ def _label(task_id: int, task: Task) -> str:
     name = function_name(unwrap(task.fn))
     calls = f", {task.size} calls" if task.items is not None else ""
     return f"task {task_id} ({name}{calls})"
+
+
+def _record(future: Future[Any]) -> Record | None:
+    """The engine's record of the task behind ``future``; None for another backend's."""
+    from ..._future import TaskFuture
+    from .state import Record
+
+    handle = future.handle if isinstance(future, TaskFuture) else None
+    return handle if isinstance(handle, Record) else None
 
 
 @atexit.register
