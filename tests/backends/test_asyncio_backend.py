@@ -39,7 +39,7 @@ def test_default_concurrency_is_100():
     _running.update(now=0, peak=0)
     with mb.Pool(backend="asyncio") as pool:
         pool.map(counted_sleep, [0.02] * 300)
-        assert pool.statistics()["concurrency"] == 100
+        assert pool.statistics().concurrency == 100
     assert _running["peak"] == 100
 
 
@@ -57,7 +57,7 @@ def test_timeout_cancels_the_coroutine_itself():
         with pytest.raises(TimeoutError):
             pool.submit(slow, timeout=0.05).result(timeout=5)
         assert cancelled.wait(2)
-        assert pool.statistics()["timed_out"] == 1
+        assert pool.statistics().timed_out == 1
 
 
 def test_future_cancel_cancels_a_running_coroutine():
@@ -117,6 +117,6 @@ def test_statistics_show_the_loop_busy_while_tasks_run():
     with mb.Pool(backend="asyncio") as pool:
         pool.map(counted_sleep, [0.1] * 10)
         stats = pool.statistics()
-    (loop,) = stats["workers"]
-    assert 0.09 <= loop["busy_s"] < 1.0
-    assert stats["done"] >= 1 and stats["in_flight"] == 0
+    (loop,) = stats.workers
+    assert 0.09 <= loop.busy_s < 1.0
+    assert stats.done >= 1 and stats.in_flight == 0

@@ -35,7 +35,7 @@ async def awaits(x: int) -> int:
 
 
 def choice(pool: mb.Pool, name: str) -> dict[str, object]:
-    (found,) = [c for c in pool.statistics()["choices"] if c["function"] == name]
+    (found,) = [c for c in pool.statistics().choices if c["function"] == name]
     return found
 
 
@@ -100,7 +100,7 @@ def test_the_choice_changes_as_measurements_settle(pool):
 def test_a_timeout_keeps_cheap_calls_off_the_caller(pool):
     pool.map(square, range(10))  # decided: inline
     assert pool.map(square, range(10), timeout=5) == [x * x for x in range(10)]
-    assert pool.statistics()["engines"]["threads"]["done"] >= 10
+    assert pool.statistics().engines["threads"].done >= 10
 
 
 def test_statistics_aggregate_the_engines(pool):
@@ -109,15 +109,15 @@ def test_statistics_aggregate_the_engines(pool):
     with pytest.raises(ValueError):
         pool.submit(fail_on, 3).result(timeout=10)  # 1 task, failed (the probe, a thread)
     stats = pool.statistics()
-    assert stats["backend"] == "auto"
-    engines = stats["engines"]
+    assert stats.backend == "auto"
+    engines = stats.engines
     # square's second call may run on a thread too: its probe probes again when another
     # thread imported a module meanwhile (the probe cannot tell whose import it was)
-    assert engines["threads"]["done"] + engines["inline"]["done"] == 6
-    assert engines["threads"]["done"] >= 4 and engines["inline"]["done"] >= 1
-    assert (engines["threads"]["failed"], engines["inline"]["failed"]) == (1, 0)
-    assert (stats["submitted"], stats["done"], stats["failed"]) == (7, 6, 1)
-    assert {w["backend"] for w in stats["workers"]} >= {"threads", "inline"}
+    assert engines["threads"].done + engines["inline"].done == 6
+    assert engines["threads"].done >= 4 and engines["inline"].done >= 1
+    assert (engines["threads"].failed, engines["inline"].failed) == (1, 0)
+    assert (stats.submitted, stats.done, stats.failed) == (7, 6, 1)
+    assert {w.backend for w in stats.workers} >= {"threads", "inline"}
 
 
 def test_module_level_functions_default_to_auto_and_pool_to_processes():
@@ -188,7 +188,7 @@ def test_cpu_bound_function_that_cannot_be_pickled_runs_on_threads():
         # processes, so processes get chosen, pickling fails, and threads take over.
         assert pool.map(compute, range(100)) == expected
         assert pool.map(compute, range(100)) == expected
-        choice = pool.statistics()["choices"][0]
+        choice = pool.statistics().choices[0]
     assert choice["backend"] == "threads"
     assert "cannot be pickled" in choice["why"]
 
@@ -241,7 +241,7 @@ def product(i):
 if __name__ == "__main__":
     results = mb.map(product, range(24))
     assert len(results) == 24
-    (made,) = mb.default_pool().statistics()["choices"]
+    (made,) = mb.default_pool().statistics().choices
     print(json.dumps(made))
 """
 
@@ -280,7 +280,7 @@ def test_a_first_call_that_imports_is_confirmed_by_the_next(pool, tmp_path, monk
     assert pool.map(imports_then_waits, range(10)) == list(range(10))
     made = choice(pool, "imports_then_waits")
     assert made["backend"] == "threads", made  # the import alone looked CPU-bound
-    assert "processes" not in pool.statistics()["engines"]
+    assert "processes" not in pool.statistics().engines
 
 
 def test_what_a_probe_waits_on_is_read_from_the_kernel():
@@ -340,7 +340,7 @@ def test_native_code_that_releases_the_gil_computes_on_threads(pool):
     assert made["backend"] == "threads", made
     assert "releases the GIL" in made["why"]
     assert made["releases_gil"]
-    assert "processes" not in pool.statistics()["engines"]
+    assert "processes" not in pool.statistics().engines
 
 
 def test_python_code_holding_the_gil_is_not_taken_for_native_code(pool):

@@ -30,7 +30,7 @@ def getter(url: str, timeout: float):
 
 
 def concurrency(pool: mb.Pool) -> dict[str, object]:
-    (choice,) = pool.statistics()["choices"]
+    (choice,) = pool.statistics().choices
     assert choice["backend"] == "threads", choice
     return choice["concurrency"]
 

@@ -31,7 +31,7 @@ def test_timeout_is_checked_when_the_call_returns():
         future = pool.submit(sleep_then, 0.2, "late", timeout=0.05)
         with pytest.raises(TimeoutError, match="checked when the call returned"):
             future.result()
-        assert pool.statistics()["timed_out"] == 1
+        assert pool.statistics().timed_out == 1
 
 
 def test_cancel_is_always_false():

@@ -170,7 +170,7 @@ def test_map_async_callbacks_get_the_list_or_the_error(pool):
 def test_map_third_positional_int_is_chunksize_as_in_multiprocessing():
     with mb.Pool(1) as p:
         assert p.map(square, range(10), 3) == [x * x for x in range(10)]
-        assert p.statistics()["submitted"] == 4  # chunks of 3, 3, 3, 1
+        assert p.statistics().submitted == 4  # chunks of 3, 3, 3, 1
         assert p.map(square, range(4), None) == [0, 1, 4, 9]  # None: the pool chooses
 
 

@@ -20,7 +20,7 @@ Every later call run on a thread or in the caller is measured again (its thread'
 against wall time; the whole process's CPU time too where the call runs alone, which tells
 native code running its own threads, such as BLAS, from plain Python), calls in worker
 processes by their run time, so the choice can change as the measurements settle;
-``statistics()["choices"]`` says what was chosen and why. The decision sets ``capacity``,
+``statistics().choices`` says what was chosen and why. The decision sets ``capacity``,
 which widens the pool's window: hundreds of waiting calls queued at their gate, two chunks per
 process for computation, one chunk at a time inline.
 
