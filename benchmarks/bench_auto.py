@@ -156,7 +156,7 @@ def run_cell(name: str, backend: str, tiny_size: bool, url: str) -> float:
     elapsed = time.perf_counter() - started
     assert len(results) == calls
     if backend == "auto":
-        for choice in mb.default_pool("auto").statistics()["choices"]:
+        for choice in mb.default_pool("auto").statistics().choices:
             print(f"choice {choice['backend']}: {choice['why']}", file=sys.stderr)
     return elapsed
 

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> list[str]:
              *coroutine_case(sizes)]
     for line in lines:
         print(line)
-    for choice in mb.default_pool().statistics()["choices"]:
+    for choice in mb.default_pool().statistics().choices:
         print(f"  auto chose {choice['backend']} for {choice['function']}: {choice['why']}")
     mb.shutdown_default_pool()
     return lines

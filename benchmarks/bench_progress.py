@@ -66,9 +66,9 @@ def main() -> None:
             "callback": {"progress": snapshots.append},
         }
         pool.map(square, items)  # warm the workers and the chunk sizer
-        before = pool.statistics()["done"]
+        before = pool.statistics().done
         pool.map(square, items, progress={"file": null})  # and import tqdm
-        chunks = pool.statistics()["done"] - before
+        chunks = pool.statistics().done - before
         times: dict[str, list[float]] = {name: [] for name in ways}
         names = list(ways)
         for round_ in range(args.rounds):
