@@ -150,6 +150,18 @@ class PickledOnce:
             self._blob = dumps_plain(self.fn)
         return (load_function, (self._key, self._blob))
 
+    def pickled(self, parts: Callable[[], Iterable[tuple[str, object]]]) -> tuple[str, bytes]:
+        """``(key, bytes)`` for :func:`load_function`, for a backend that sends the function
+        apart from its tasks; a failure raises :class:`SerializationError` naming the culprit."""
+        if self._blob is None:
+            try:
+                self._blob = dumps_plain(self.fn)
+            except _PICKLING_FAILURES as exc:
+                from ._errors import SerializationError
+
+                raise SerializationError(_explain(exc, parts())) from exc
+        return self._key, self._blob
+
 
 _FUNCTIONS: dict[str, Any] = {}
 _process_tag = os.urandom(6).hex()

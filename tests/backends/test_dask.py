@@ -19,13 +19,15 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
-import dask_tasks as tasks  # noqa: E402 - after the skip: the module is only for these tests
+import faults  # noqa: E402 - after the skip
+import tasks  # noqa: E402 - the workers import it too: the cluster's PYTHONPATH has tests/
 
 import manybrains as mb  # noqa: E402
 from manybrains._remote import RemoteTraceback  # noqa: E402
 from manybrains._task import ChunkOutcome, Task  # noqa: E402
 from manybrains.backends import get_backend  # noqa: E402
 from manybrains.backends._base import PoolOptions  # noqa: E402
+from manybrains.options import Dask  # noqa: E402
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -87,15 +89,22 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def _backend(address: str | None = None, *, client: object = None, workers: int = 2):
     backend = get_backend("dask")()
-    backend.start(PoolOptions(workers=workers, address=address, client=client))
+    backend.start(PoolOptions(Dask(address=address, client=client), workers))
     return backend
 
 
 @pytest.fixture
-def backend(cluster: str) -> Iterator:
+def dask_backend(cluster: str) -> Iterator:
     backend = _backend(cluster)
     yield backend
     backend.shutdown(wait=True, cancel_futures=True)
+
+
+class _FailsToLoad:
+    """Pickles fine; unpickling it (in the worker) raises."""
+
+    def __reduce__(self):
+        return (faults.raise_, (ValueError("bad state"),))
 
 
 # ---- on an existing cluster, by address or client ---------------------------------------
@@ -124,88 +133,115 @@ def test_a_given_client_is_used_and_left_open(cluster: str) -> None:
         assert client.submit(tasks.square, 5).result(timeout=30) == 25
 
 
-def test_a_task_exception_keeps_its_type_and_the_worker_traceback(backend) -> None:
-    future = backend.submit(Task(tasks.fail_on_three, (3,)))
-    with pytest.raises(ValueError, match="three is not allowed") as caught:
+def test_a_task_exception_keeps_its_type_and_the_worker_traceback(dask_backend) -> None:
+    future = dask_backend.submit(Task(tasks.fail_on, (3,)))
+    with pytest.raises(ValueError, match="bad input 3") as caught:
         future.result(timeout=30)
     cause = caught.value.__cause__
     assert isinstance(cause, RemoteTraceback)
-    assert "dask_tasks.py" in cause.tb and "fail_on_three" in cause.tb
+    assert "tasks.py" in cause.tb and "fail_on" in cause.tb
 
 
-def test_a_chunk_keeps_the_results_before_the_failing_item(backend) -> None:
-    outcome = backend.submit(Task(tasks.fail_on_three, items=[1, 2, 3, 4])).result(timeout=30)
+def test_a_chunk_keeps_the_results_before_the_failing_item(dask_backend) -> None:
+    outcome = dask_backend.submit(Task(tasks.fail_on, items=[1, 2, 3, 4])).result(timeout=30)
     assert isinstance(outcome, ChunkOutcome)
     assert outcome.values == [1, 2]
     assert isinstance(outcome.error, ValueError)
     assert isinstance(outcome.error.__cause__, RemoteTraceback)
 
 
-def test_an_unpicklable_argument_fails_at_submit_naming_it(backend) -> None:
+def test_an_unpicklable_argument_fails_at_submit_naming_it(dask_backend) -> None:
     with pytest.raises(mb.SerializationError, match="positional argument 0"):
-        backend.submit(Task(tasks.square, (threading.Lock(),)))
-    assert backend.statistics()["submitted"] == 0
+        dask_backend.submit(Task(tasks.square, (threading.Lock(),)))
+    assert dask_backend.statistics().submitted == 0
 
 
-def test_an_unpicklable_result_fails_that_task_only(backend) -> None:
+def test_an_unpicklable_result_fails_that_task_only(dask_backend) -> None:
     with pytest.raises(mb.SerializationError, match="cannot pickle the result"):
-        backend.submit(Task(tasks.unpicklable_result)).result(timeout=30)
-    assert backend.submit(Task(tasks.square, (3,))).result(timeout=30) == 9
+        dask_backend.submit(Task(tasks.unpicklable_result)).result(timeout=30)
+    assert dask_backend.submit(Task(tasks.square, (3,))).result(timeout=30) == 9
 
 
-def test_identical_calls_each_run(backend) -> None:
-    futures = [backend.submit(Task(tasks.fresh_token)) for _ in range(4)]
+def test_an_unpicklable_result_is_also_an_instance_of_the_pickling_error(dask_backend
+                                                                         ) -> None:
+    with pytest.raises(TypeError, match="cannot pickle") as caught:  # what pickle raised
+        dask_backend.submit(Task(tasks.unpicklable_result)).result(timeout=30)
+    assert isinstance(caught.value, mb.SerializationError)
+    assert isinstance(caught.value.__cause__, RemoteTraceback)
+
+
+def test_a_task_its_worker_cannot_unpickle_fails_alone(dask_backend) -> None:
+    with pytest.raises(mb.UnpicklingFailed, match="could not unpickle the task") as caught:
+        dask_backend.submit(Task(tasks.add, (_FailsToLoad(), 1))).result(timeout=30)
+    assert isinstance(caught.value, ValueError)  # also what unpickling raised
+    assert dask_backend.statistics().crashed == 0  # the cluster did not lose it
+    assert dask_backend.submit(Task(tasks.square, (3,))).result(timeout=30) == 9
+
+
+def test_a_function_is_unpickled_once_per_worker(dask_backend) -> None:
+    calls: list[int] = []
+
+    def count(_: int) -> int:  # a closure: it travels by value, and its list with it
+        calls.append(1)
+        return len(calls)
+
+    seen = [dask_backend.submit(Task(count, (i,))).result(timeout=30) for i in range(8)]
+    assert max(seen) > 1  # a worker ran it again from its cache, with the same list
+
+
+def test_identical_calls_each_run(dask_backend) -> None:
+    futures = [dask_backend.submit(Task(tasks.fresh_token)) for _ in range(4)]
     assert len({f.result(timeout=30) for f in futures}) == 4  # pure=False: no deduplication
 
 
-def test_timeout_fails_the_future_and_abandons_the_task(backend) -> None:
+def test_timeout_fails_the_future_and_abandons_the_task(dask_backend) -> None:
     start = time.monotonic()
-    future = backend.submit(Task(tasks.sleep_then, (3.0,)), timeout=0.3)
+    future = dask_backend.submit(Task(tasks.sleep_then, (3.0,)), timeout=0.3)
     with pytest.raises(TimeoutError, match="cannot stop a running task"):
         future.result(timeout=30)
     assert time.monotonic() - start < 2.5
-    assert backend.statistics()["timed_out"] == 1
+    assert dask_backend.statistics().timed_out == 1
 
 
-def test_the_timeout_clock_starts_when_the_task_starts(backend) -> None:
-    busy = [backend.submit(Task(tasks.sleep_then, (1.0,))) for _ in range(2)]
-    queued = backend.submit(Task(tasks.sleep_then, (0.1, "ran")), timeout=0.8)
+def test_the_timeout_clock_starts_when_the_task_starts(dask_backend) -> None:
+    busy = [dask_backend.submit(Task(tasks.sleep_then, (1.0,))) for _ in range(2)]
+    queued = dask_backend.submit(Task(tasks.sleep_then, (0.1, "ran")), timeout=0.8)
     assert queued.result(timeout=30) == "ran"  # waited ~1 s for a worker, ran 0.1 s
     assert [f.result(timeout=30) for f in busy] == [None, None]
 
 
-def test_cancel_a_queued_task(backend) -> None:
-    busy = [backend.submit(Task(tasks.sleep_then, (1.0,))) for _ in range(2)]
-    queued = backend.submit(Task(tasks.fresh_token))
-    assert backend.cancel(queued) is True
+def test_cancel_a_queued_task(dask_backend) -> None:
+    busy = [dask_backend.submit(Task(tasks.sleep_then, (1.0,))) for _ in range(2)]
+    queued = dask_backend.submit(Task(tasks.fresh_token))
+    assert dask_backend.cancel(queued) is True
     assert queued.cancelled()
     assert [f.result(timeout=30) for f in busy] == [None, None]
-    assert backend.cancel(busy[0]) is False  # already done
+    assert dask_backend.cancel(busy[0]) is False  # already done
 
 
-def test_a_big_array_is_sent_once_and_again_when_it_changes(backend) -> None:
+def test_a_big_array_is_sent_once_and_again_when_it_changes(dask_backend) -> None:
     numpy = pytest.importorskip("numpy")
     array = numpy.ones(300_000)  # 2.4 MB: above the scatter threshold
-    results = [backend.submit(Task(tasks.array_sum, (array,), {"scale": 2.0}))
+    results = [dask_backend.submit(Task(tasks.array_sum, (array,), {"scale": 2.0}))
                for _ in range(3)]
     assert [f.result(timeout=30) for f in results] == [600_000.0] * 3
-    assert backend.statistics()["scattered"] == 1
+    assert dask_backend.statistics().scattered == 1
     array[:] = 2.0
-    assert backend.submit(Task(tasks.array_sum, (array,))).result(timeout=30) == 600_000.0
-    assert backend.statistics()["scattered"] == 2
+    assert dask_backend.submit(Task(tasks.array_sum, (array,))).result(timeout=30) == 600_000.0
+    assert dask_backend.statistics().scattered == 2
 
 
-def test_statistics_count_tasks_per_worker(backend) -> None:
-    for f in [backend.submit(Task(tasks.square, (i,))) for i in range(6)]:
+def test_statistics_count_tasks_per_worker(dask_backend) -> None:
+    for f in [dask_backend.submit(Task(tasks.square, (i,))) for i in range(6)]:
         f.result(timeout=30)
     with pytest.raises(ValueError):
-        backend.submit(Task(tasks.fail_on_three, (3,))).result(timeout=30)
-    stats = backend.statistics()
-    assert (stats["submitted"], stats["done"], stats["failed"]) == (7, 6, 1)
-    assert stats["in_flight"] == 0
-    assert sum(w["tasks"] for w in stats["workers"]) == 7
-    assert all(w["address"].startswith("tcp://127.0.0.1:") for w in stats["workers"])
-    assert stats["scheduler"].startswith("tcp://127.0.0.1:")
+        dask_backend.submit(Task(tasks.fail_on, (3,))).result(timeout=30)
+    stats = dask_backend.statistics()
+    assert (stats.submitted, stats.done, stats.failed) == (7, 6, 1)
+    assert stats.in_flight == 0
+    assert sum(w.tasks for w in stats.workers) == 7
+    assert all(w.name.startswith("tcp://127.0.0.1:") for w in stats.workers)
+    assert stats.scheduler.startswith("tcp://127.0.0.1:")
 
 
 def test_submit_after_shutdown_raises_pool_closed(cluster: str) -> None:
@@ -245,8 +281,8 @@ def test_local_cluster_runs_the_pool_api_and_closes_with_it(cluster: str) -> Non
             [x * x for x in range(100)]
         assert pool.submit(lambda x: x + 1, 41).result(timeout=30) == 42  # closures travel
         with pytest.raises(ValueError):
-            pool.map(tasks.fail_on_three, range(10))
-        workers = {w["address"] for w in pool.statistics()["workers"]}
+            pool.map(tasks.fail_on, range(10))
+        workers = {w.name for w in pool.statistics().workers}
         assert workers and all(a.startswith("tcp://127.0.0.1:") for a in workers)
     assert client.status == "closed"
 
@@ -261,7 +297,7 @@ def test_a_lost_worker_fails_its_task_and_retries_resubmit(cluster: str,
         assert pool.submit(tasks.crash_once, marker, retries=1).result(timeout=60) == \
             "second try"
         stats = pool.statistics()
-        assert (stats["crashed"], stats["retried"]) == (2, 1)
+        assert (stats.crashed, stats.retried) == (2, 1)
 
 
 @pytest.mark.timeout(120)
@@ -278,7 +314,7 @@ def test_terminate_stops_running_tasks_at_once(cluster: str) -> None:
 @pytest.mark.timeout(120)
 def test_the_initializer_runs_in_every_worker(cluster: str) -> None:
     with mb.Pool(2, backend="dask", initializer=tasks.remember, initargs=("ready",)) as pool:
-        assert pool.starmap(tasks.remembered, [()] * 4, chunksize=1) == [["ready"]] * 4
+        assert pool.starmap(tasks.recall, [()] * 4, chunksize=1) == ["ready"] * 4
 
 
 @pytest.mark.timeout(120)
@@ -329,9 +365,9 @@ def test_the_initializer_also_runs_in_a_worker_that_joins_later(cluster: str,
         try:
             client.wait_for_workers(len(before) + 1, timeout=60)
             (joined,) = set(client.scheduler_info()["workers"]) - before
-            where, remembered = client.submit(tasks.where_and_remembered, workers=[joined],
-                                              pure=False).result(timeout=30)
-            assert where == joined and remembered == ["ready"]
+            # only there: a task bound to a worker never runs on another
+            assert client.submit(tasks.recall, workers=[joined], pure=False
+                                 ).result(timeout=30) == "ready"
         finally:
             _stop(late)
 
