@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._arguments import (
     ChunkSize,
@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 R = TypeVar("R")
+# An ``async def`` function: the pool awaits its coroutine, so what a caller gets is R.
+AsyncFn = Callable[..., Coroutine[Any, Any, R]]
 
 _WINDOW_PER_WORKER = 2  # chunks in flight per worker: one running, one ready to go
 # "auto" sends waiting work to threads or a loop with up to 256 calls in flight (its limit).
@@ -152,8 +154,14 @@ class Pool(MultiprocessingPoolAPI):
 
     # ---- one task -------------------------------------------------------------------------
 
+    @overload
+    def submit(self, fn: AsyncFn[R], /, *args: Any, timeout: float | None = None,
+               retries: int | None = None, **kwargs: Any) -> Future[R]: ...
+    @overload
     def submit(self, fn: Callable[..., R], /, *args: Any, timeout: float | None = None,
-               retries: int | None = None, **kwargs: Any) -> Future[R]:
+               retries: int | None = None, **kwargs: Any) -> Future[R]: ...
+    def submit(self, fn: Callable[..., Any], /, *args: Any, timeout: float | None = None,
+               retries: int | None = None, **kwargs: Any) -> Future[Any]:
         """Run ``fn(*args, **kwargs)`` in a worker; a ``concurrent.futures.Future``.
 
         ``timeout`` and ``retries`` are options of the pool, not passed to ``fn``; wrap ``fn``
@@ -172,8 +180,15 @@ class Pool(MultiprocessingPoolAPI):
         except SerializationError as error:
             raise as_its_cause(error) from error.__cause__
 
+    @overload
+    async def asubmit(self, fn: AsyncFn[R], /, *args: Any, timeout: float | None = None,
+                      retries: int | None = None, **kwargs: Any) -> R: ...
+    @overload
     async def asubmit(self, fn: Callable[..., R], /, *args: Any, timeout: float | None = None,
-                      retries: int | None = None, **kwargs: Any) -> R:
+                      retries: int | None = None, **kwargs: Any) -> R: ...
+    async def asubmit(self, fn: Callable[..., Any], /, *args: Any,
+                      timeout: float | None = None, retries: int | None = None,
+                      **kwargs: Any) -> Any:
         """``await`` the result of ``fn(*args, **kwargs)``; the event loop keeps running.
 
         On ``"inline"`` the call runs in the caller, so it blocks the loop while it runs.
@@ -189,9 +204,17 @@ class Pool(MultiprocessingPoolAPI):
 
     # ---- many tasks -----------------------------------------------------------------------
 
+    @overload
+    def map(self, fn: AsyncFn[R], *iterables: Any, chunksize: ChunkSize | None = "auto",
+            timeout: float | None = None, retries: int | None = None,
+            progress: ProgressOption = False) -> list[R]: ...
+    @overload
     def map(self, fn: Callable[..., R], *iterables: Any, chunksize: ChunkSize | None = "auto",
             timeout: float | None = None, retries: int | None = None,
-            progress: ProgressOption = False) -> list[R]:
+            progress: ProgressOption = False) -> list[R]: ...
+    def map(self, fn: Callable[..., Any], *iterables: Any,
+            chunksize: ChunkSize | None = "auto", timeout: float | None = None,
+            retries: int | None = None, progress: ProgressOption = False) -> list[Any]:
         """``[fn(*xs) for xs in zip(*iterables)]``, computed by the workers, in order.
 
         As in ``multiprocessing``, ``map(fn, items, 8)`` means ``chunksize=8``: after one
@@ -204,18 +227,36 @@ class Pool(MultiprocessingPoolAPI):
         return self._collect(fn, items, star=star, chunksize=chunksize, timeout=timeout,
                              retries=retries, progress=progress)
 
+    @overload
+    def starmap(self, fn: AsyncFn[R], iterable: Iterable[Iterable[Any]],
+                chunksize: ChunkSize | None = "auto", *, timeout: float | None = None,
+                retries: int | None = None, progress: ProgressOption = False) -> list[R]: ...
+    @overload
     def starmap(self, fn: Callable[..., R], iterable: Iterable[Iterable[Any]],
                 chunksize: ChunkSize | None = "auto", *, timeout: float | None = None,
-                retries: int | None = None, progress: ProgressOption = False) -> list[R]:
+                retries: int | None = None, progress: ProgressOption = False) -> list[R]: ...
+    def starmap(self, fn: Callable[..., Any], iterable: Iterable[Iterable[Any]],
+                chunksize: ChunkSize | None = "auto", *, timeout: float | None = None,
+                retries: int | None = None, progress: ProgressOption = False) -> list[Any]:
         """``[fn(*args) for args in iterable]``, computed by the workers, in order."""
         return self._collect(fn, check_iterable(iterable), star=True,
                              chunksize=auto_chunksize(chunksize), timeout=timeout, retries=retries,
                              progress=progress)
 
+    @overload
+    def imap(self, fn: Callable[[T], Coroutine[Any, Any, R]], iterable: Iterable[T],
+             chunksize: ChunkSize | None = "auto", *, ordered: bool = True,
+             timeout: float | None = None, retries: int | None = None,
+             progress: ProgressOption = False) -> Iterator[R]: ...
+    @overload
     def imap(self, fn: Callable[[T], R], iterable: Iterable[T],
              chunksize: ChunkSize | None = "auto", *, ordered: bool = True,
              timeout: float | None = None, retries: int | None = None,
-             progress: ProgressOption = False) -> Iterator[R]:
+             progress: ProgressOption = False) -> Iterator[R]: ...
+    def imap(self, fn: Callable[[Any], Any], iterable: Iterable[Any],
+             chunksize: ChunkSize | None = "auto", *, ordered: bool = True,
+             timeout: float | None = None, retries: int | None = None,
+             progress: ProgressOption = False) -> Iterator[Any]:
         """Lazily yield ``fn(x)`` for each ``x``; ``ordered=False`` yields as results come.
 
         The input is read only as fast as results are consumed (a bounded window ahead), so
@@ -226,18 +267,37 @@ class Pool(MultiprocessingPoolAPI):
                           chunksize=auto_chunksize(chunksize), timeout=timeout, retries=retries,
                           progress=progress)
 
+    @overload
+    def istarmap(self, fn: AsyncFn[R], iterable: Iterable[Iterable[Any]], *,
+                 ordered: bool = True, chunksize: ChunkSize = "auto",
+                 timeout: float | None = None, retries: int | None = None,
+                 progress: ProgressOption = False) -> Iterator[R]: ...
+    @overload
     def istarmap(self, fn: Callable[..., R], iterable: Iterable[Iterable[Any]], *,
                  ordered: bool = True, chunksize: ChunkSize = "auto",
                  timeout: float | None = None, retries: int | None = None,
-                 progress: ProgressOption = False) -> Iterator[R]:
+                 progress: ProgressOption = False) -> Iterator[R]: ...
+    def istarmap(self, fn: Callable[..., Any], iterable: Iterable[Iterable[Any]], *,
+                 ordered: bool = True, chunksize: ChunkSize = "auto",
+                 timeout: float | None = None, retries: int | None = None,
+                 progress: ProgressOption = False) -> Iterator[Any]:
         """Lazy :meth:`starmap`."""
         return self._imap(fn, check_iterable(iterable), star=True, ordered=ordered,
                           chunksize=chunksize, timeout=timeout, retries=retries,
                           progress=progress)
 
+    @overload
+    async def amap(self, fn: AsyncFn[R], *iterables: Iterable[Any],
+                   chunksize: ChunkSize = "auto", timeout: float | None = None,
+                   retries: int | None = None, progress: ProgressOption = False) -> list[R]: ...
+    @overload
     async def amap(self, fn: Callable[..., R], *iterables: Iterable[Any],
                    chunksize: ChunkSize = "auto", timeout: float | None = None,
-                   retries: int | None = None, progress: ProgressOption = False) -> list[R]:
+                   retries: int | None = None, progress: ProgressOption = False) -> list[R]: ...
+    async def amap(self, fn: Callable[..., Any], *iterables: Iterable[Any],
+                   chunksize: ChunkSize = "auto", timeout: float | None = None,
+                   retries: int | None = None, progress: ProgressOption = False
+                   ) -> list[Any]:
         """:meth:`map` for a coroutine: ``await pool.amap(fn, items)``, the loop keeps running."""
         if not iterables:
             raise TypeError("amap() needs at least one iterable")
@@ -246,10 +306,20 @@ class Pool(MultiprocessingPoolAPI):
                               timeout=timeout, retries=retries, progress=progress)
         return [value async for value in results]
 
+    @overload
+    def aimap(self, fn: Callable[[T], Coroutine[Any, Any, R]], iterable: Iterable[T], *,
+              ordered: bool = True, chunksize: ChunkSize = "auto",
+              timeout: float | None = None, retries: int | None = None,
+              progress: ProgressOption = False) -> AsyncIterator[R]: ...
+    @overload
     def aimap(self, fn: Callable[[T], R], iterable: Iterable[T], *, ordered: bool = True,
               chunksize: ChunkSize = "auto", timeout: float | None = None,
               retries: int | None = None, progress: ProgressOption = False
-              ) -> AsyncIterator[R]:
+              ) -> AsyncIterator[R]: ...
+    def aimap(self, fn: Callable[[Any], Any], iterable: Iterable[Any], *,
+              ordered: bool = True, chunksize: ChunkSize = "auto",
+              timeout: float | None = None, retries: int | None = None,
+              progress: ProgressOption = False) -> AsyncIterator[Any]:
         """:meth:`imap` for a coroutine: ``async for r in pool.aimap(fn, items)``."""
         return self._aimap(fn, check_iterable(iterable), star=False, ordered=ordered,
                            chunksize=chunksize, timeout=timeout, retries=retries,
