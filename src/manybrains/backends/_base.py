@@ -1,8 +1,12 @@
-"""The interface every backend implements: five methods, nothing else.
+"""The interface every backend implements: five methods, and two optional ones with defaults.
 
 ``map``, ``imap``, chunking, retries and timeouts are written once, in :mod:`manybrains._pool`,
 over :meth:`Backend.submit`. A backend only runs :class:`~manybrains._task.Task` objects and
-reports on them. Each backend module has the same sections and ends with ``backend_class``.
+reports on them: its counters live in one :class:`Counters`, which makes the frozen
+:class:`Statistics` that ``Pool.statistics()`` returns. The future ``submit`` returns is a
+:class:`~manybrains._future.TaskFuture` whose ``handle`` is the backend's own record of the
+task (``cancel`` reads it back). Each backend module has the same sections and ends with
+``backend_class``.
 """
 
 from __future__ import annotations
@@ -11,35 +15,35 @@ import abc
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
-    from multiprocessing.context import BaseContext
 
     from .._task import Task
     from .._timings import TaskTimings
+    from ..options import BackendOptions
+
+OwnT = TypeVar("OwnT", bound="BackendOptions", covariant=True)
+OtherT = TypeVar("OtherT", bound="BackendOptions")
 
 
-@dataclass
-class PoolOptions:
-    """What a pool asks of its backend; backends ignore what does not apply to them."""
+@dataclass(frozen=True)
+class PoolOptions(Generic[OwnT]):
+    """What a pool asks of its backend: the backend's own options, and the general ones."""
 
+    own: OwnT  # this backend's options object (manybrains.Processes(...), manybrains.Dask(...))
     workers: int
     initializer: Callable[..., object] | None = None
     initargs: tuple[Any, ...] = ()
     max_tasks_per_worker: int | None = None
-    max_memory_per_worker: int | None = None
-    inner_threads: int | None = None  # BLAS/OpenMP threads per worker; None: CPUs // workers
-    start_method: str | BaseContext | None = None
-    cancel_running: bool = False  # future.cancel() stops a running task where possible
-    executor_semantics: bool = False  # concurrent.futures contract: RUNNING state, wait at exit
     concurrency: int | None = None  # coroutines awaited at once (per worker); None: default
-    # A cluster to run on (the "dask" backend): its scheduler's address, or a client already
-    # connected to it. With neither, the backend starts a local cluster of ``workers``.
-    address: str | None = None
-    client: Any = None
-    dashboard: bool | str = False  # the local cluster's dashboard: True, or "host:port"
+
+    def for_backend(self, own: OtherT, workers: int) -> PoolOptions[OtherT]:
+        """The same general options for another backend (``"auto"`` starts some)."""
+        return PoolOptions(own, workers, initializer=self.initializer, initargs=self.initargs,
+                           max_tasks_per_worker=self.max_tasks_per_worker,
+                           concurrency=self.concurrency)
 
 
 @dataclass(frozen=True)
@@ -123,7 +127,7 @@ class Backend(abc.ABC):
     capacity: int | None = None
 
     @abc.abstractmethod
-    def start(self, options: PoolOptions) -> None:
+    def start(self, options: PoolOptions[Any]) -> None:
         """Get ready to run tasks (start workers, a loop, a cluster connection)."""
 
     @abc.abstractmethod
