@@ -48,6 +48,13 @@ if TYPE_CHECKING:
     from .ipc.shared import Array as Array
     from .ipc.shared import Value as Value
     from .ipc.sharedarray import SharedArray as SharedArray
+    from .options import Asyncio as Asyncio
+    from .options import Auto as Auto
+    from .options import BackendOptions as BackendOptions
+    from .options import Dask as Dask
+    from .options import Inline as Inline
+    from .options import Processes as Processes
+    from .options import Threads as Threads
     from .progress import ProgressSnapshot as ProgressSnapshot
 
 __version__ = "0.1.0"
@@ -89,6 +96,13 @@ _EXPORTS = {
     "Array": ".ipc.shared",
     "Value": ".ipc.shared",
     "SharedArray": ".ipc.sharedarray",
+    "Asyncio": ".options",
+    "Auto": ".options",
+    "BackendOptions": ".options",
+    "Dask": ".options",
+    "Inline": ".options",
+    "Processes": ".options",
+    "Threads": ".options",
 }
 
 __all__ = tuple(sorted(_EXPORTS))

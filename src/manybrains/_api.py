@@ -97,4 +97,4 @@ def advise(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Advice:
 
 
 def _usable(pool: Pool) -> bool:
-    return not pool._is_shut_down
+    return not pool.closed

@@ -260,7 +260,7 @@ def test_shutdown_waits_for_queued_work(cluster: str) -> None:
 
 
 def test_pool_map_on_an_address(cluster: str) -> None:
-    with mb.Pool(2, backend="dask", address=cluster) as pool:
+    with mb.Pool(2, backend=mb.Dask(address=cluster)) as pool:
         assert pool.map(tasks.square, range(500)) == [x * x for x in range(500)]
         assert sorted(pool.imap(tasks.square, iter(range(50)), ordered=False)) == \
             [x * x for x in range(50)]
@@ -272,7 +272,7 @@ def test_pool_map_on_an_address(cluster: str) -> None:
 @pytest.mark.timeout(120)
 def test_local_cluster_runs_the_pool_api_and_closes_with_it(cluster: str) -> None:
     with mb.Pool(2, backend="dask") as pool:
-        client = pool.backend.client
+        client = pool.client
         assert client.scheduler.address.startswith("tcp://127.0.0.1:")
         assert pool.backend.dashboard_link is None
         assert pool.map(tasks.square, range(1000)) == [x * x for x in range(1000)]
@@ -330,8 +330,8 @@ def test_a_failing_initializer_raises_initializer_failed(cluster: str) -> None:
 def test_pool_given_a_client_runs_the_whole_api_and_leaves_the_client_open(cluster: str
                                                                           ) -> None:
     with distributed.Client(cluster, set_as_default=False) as client:
-        with mb.Pool(backend="dask", client=client) as pool:
-            assert pool.backend.client is client
+        with mb.Pool(backend=mb.Dask(client=client)) as pool:
+            assert pool.client is client
             assert pool.map(tasks.square, range(200)) == [x * x for x in range(200)]
             assert list(pool.imap(tasks.square, iter(range(5)))) == [0, 1, 4, 9, 16]
             assert pool.submit(tasks.add, 1, 2).result(timeout=30) == 3
@@ -343,7 +343,7 @@ def test_pool_given_a_client_runs_the_whole_api_and_leaves_the_client_open(clust
 def test_dashboard_true_serves_a_dashboard_address(cluster: str) -> None:
     import urllib.request
 
-    with mb.Pool(1, backend="dask", dashboard=True) as pool:
+    with mb.Pool(1, backend=mb.Dask(dashboard=True)) as pool:
         link = pool.backend.dashboard_link
         assert link is not None and link.startswith("http://127.0.0.1:"), link
         root = link.split("/status")[0]
@@ -356,9 +356,9 @@ def test_dashboard_true_serves_a_dashboard_address(cluster: str) -> None:
 @pytest.mark.timeout(120)
 def test_the_initializer_also_runs_in_a_worker_that_joins_later(cluster: str,
                                                                 tmp_path: Path) -> None:
-    with mb.Pool(backend="dask", address=cluster, initializer=tasks.remember,
+    with mb.Pool(backend=mb.Dask(address=cluster), initializer=tasks.remember,
                  initargs=("ready",)) as pool:
-        client = pool.backend.client
+        client = pool.client
         before = set(client.scheduler_info()["workers"])
         late = _dask("worker", cluster, "--nworkers", "1", "--nthreads", "1", "--host",
                      "127.0.0.1", "--no-dashboard", log=tmp_path / "late.log")

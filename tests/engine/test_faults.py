@@ -349,7 +349,7 @@ def test_pool_cancel_kills_a_running_task(pool):
 
 
 def test_future_cancel_kills_with_cancel_running(start_method):
-    with mb.Pool(1, cancel_running=True, start_method=start_method) as p:
+    with mb.Pool(1, backend=mb.Processes(cancel_running=True), start_method=start_method) as p:
         running = p.submit(sleep_then, 60)
         time.sleep(0.3)
         start = time.monotonic()
@@ -540,7 +540,7 @@ def test_raising_done_callback_is_logged_and_harmless(exc, caplog):
 
 
 def test_max_memory_per_worker_recycles_a_leaking_worker():
-    with mb.Pool(1, max_memory_per_worker=150 << 20) as p:
+    with mb.Pool(1, backend=mb.Processes(max_memory_per_worker=150 << 20)) as p:
         pids = [p.submit(hold_memory, 60).result(timeout=30) for _ in range(6)]
     # 60 MB more per task: the worker passes 150 MB on its second or third task.
     assert 2 <= len(set(pids)) <= 4, pids

@@ -42,7 +42,7 @@ def test_bad_counts_are_refused(bad: object, error: type[Exception]):
     with pytest.raises(error, match="workers must be"):
         inner_threads.default(bad)  # type: ignore[arg-type]
     with pytest.raises(error, match="inner_threads must be"):
-        mb.Pool(1, inner_threads=bad)  # type: ignore[arg-type]
+        mb.Processes(inner_threads=bad)  # type: ignore[arg-type]
 
 
 def test_every_variable_is_set_when_the_user_set_none():
@@ -164,11 +164,12 @@ if NUMPY_FIRST:
     import numpy  # the parent loaded BLAS: a fork-like worker holds it already
 
 if __name__ == "__main__":
-    options = dict(OPTIONS)
+    inner = OPTIONS.get("inner_threads")
+    options = {}
     if BY_INITIALIZER:
-        options.update(initializer=inner_threads.cap,
-                       initargs=(options.get("inner_threads"), WORKERS))
-    with mb.Pool(WORKERS, start_method=METHOD, **options) as pool:
+        options = {"initializer": inner_threads.cap, "initargs": (inner, WORKERS)}
+    processes = mb.Processes(start_method=METHOD, inner_threads=inner)
+    with mb.Pool(WORKERS, backend=processes, **options) as pool:
         report("threads", pool.map(blas_threads, range(2 * WORKERS), chunksize=1))
 """
 WIRING = ["initializer", "engine"]

@@ -22,6 +22,7 @@ from typing import Any
 from .._errors import InitializerFailed, check_open
 from .._future import TaskFuture
 from .._task import Task, run_task
+from ..options import Inline
 from ._base import Backend, Counters, PoolOptions, Statistics, WorkerStats
 
 # ---- the backend ------------------------------------------------------------------------
@@ -32,7 +33,7 @@ class InlineBackend(Backend):
 
     name = "inline"
 
-    def start(self, options: PoolOptions) -> None:
+    def start(self, options: PoolOptions[Inline]) -> None:
         self._options = options
         self.capacity = 1
         self._lock = threading.Lock()

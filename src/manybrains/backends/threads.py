@@ -27,6 +27,7 @@ from typing import Any
 from .._errors import InitializerFailed, check_open
 from .._future import TaskFuture, set_exception, set_result
 from .._task import Task, run_task
+from ..options import Threads
 from ._base import Backend, Counters, PoolOptions, Statistics, WorkerStats
 
 _names = itertools.count(1)
@@ -39,7 +40,7 @@ class ThreadBackend(Backend):
 
     name = "threads"
 
-    def start(self, options: PoolOptions) -> None:
+    def start(self, options: PoolOptions[Threads]) -> None:
         self._options = options
         self.capacity = options.workers
         self._lock = threading.Lock()

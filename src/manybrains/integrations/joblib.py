@@ -12,13 +12,16 @@ Importing this module registers it::
 The work then runs on a :class:`manybrains.Pool` with its fault model: a worker that dies
 fails its batch with :class:`~manybrains.WorkerCrashed` (no hang) and is replaced. Options
 given to ``parallel_config(backend="manybrains", ...)`` beyond joblib's own go to ``Pool``,
-for example ``backend="dask"`` to send scikit-learn's work to a Dask cluster. joblib batches
-calls itself (auto batching), so each joblib batch is one manybrains task.
+for example ``start_method="spawn"``; the pool's own ``backend`` is a keyword of
+``ManybrainsBackend`` (``functools.partial(ManybrainsBackend, backend=mb.Dask(...))``,
+registered under a name of its own: see docs/cluster.md). joblib batches calls itself (auto
+batching), so each joblib batch is one manybrains task.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import Any
 
 import joblib
@@ -31,6 +34,8 @@ from joblib._parallel_backends import (
 
 from .._cpus import usable_cpus
 from .._pool import Pool
+from ..backends import options_for
+from ..options import Auto, BackendOptions, Processes
 
 __all__ = ("NAME", "ManybrainsBackend", "register")
 
@@ -72,7 +77,8 @@ class ManybrainsBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore
         # default), or what parallel_config(inner_max_num_threads=...) says. Set by the
         # engine in each worker, even one whose numpy is loaded already, never here.
         if self.inner_max_num_threads is not None:
-            options.setdefault("inner_threads", self.inner_max_num_threads)
+            options["backend"] = _capped(options.get("backend", "processes"),
+                                         self.inner_max_num_threads)
         self._pool = Pool(workers, **options)
         return workers
 
@@ -99,6 +105,17 @@ class ManybrainsBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore
             self._pool = None
         if ensure_ready and self.parallel is not None:
             self.configure(n_jobs=self.parallel.n_jobs, parallel=self.parallel)
+
+
+def _capped(backend: str | BackendOptions, threads: int) -> str | BackendOptions:
+    """``backend`` with each worker process's BLAS/OpenMP at ``threads``, unless its options
+    already say (threads and the other in-process backends have no such cap)."""
+    own = options_for(backend)
+    if isinstance(own, Processes) and own.inner_threads is None:
+        return replace(own, inner_threads=threads)
+    if isinstance(own, Auto) and own.processes.inner_threads is None:
+        return replace(own, processes=replace(own.processes, inner_threads=threads))
+    return backend
 
 
 def register() -> None:

@@ -44,7 +44,8 @@ from typing import Any
 from ..._errors import SerializationError, check_open
 from ..._future import TaskFuture
 from ..._task import AsyncCall, Task, unpickled, unwrap
-from .. import get_backend
+from ...options import Auto
+from .. import get_backend, options_for
 from .._base import COUNTER_NAMES, Backend, PoolOptions, Statistics
 from ..processes.context import hold_template
 from .gate import Call, Gate, cancel_call
@@ -64,7 +65,7 @@ class AutoBackend(Backend):
     name = "auto"
     pickles_tasks = True  # the pool pickles once; local backends get the function back
 
-    def start(self, options: PoolOptions) -> None:
+    def start(self, options: PoolOptions[Auto]) -> None:
         self._options = options
         self.capacity = 1  # until a function is measured: probe one chunk at a time
         self._lock = threading.Lock()
@@ -75,7 +76,7 @@ class AutoBackend(Backend):
         self._closed = False
         # Before any thread of ours starts: a process pool started later (by this backend,
         # or by the user after a first mb.map) is then forked from a template, fast and safe.
-        self._template = hold_template(options.start_method)
+        self._template = hold_template(options.own.processes.start_method)
 
     def submit(self, task: Task, *, timeout: float | None = None, retries: int = 0
                ) -> Future[Any]:
@@ -226,7 +227,8 @@ class AutoBackend(Backend):
             if engine is None:
                 engine = self._engines[name] = get_backend(name)()
                 workers = self._max_waiting if name == "threads" else self._options.workers
-                engine.start(dataclasses.replace(self._options, workers=workers))
+                own = self._options.own.processes if name == "processes" else options_for(name)
+                engine.start(self._options.for_backend(own, workers))
             return engine
 
 

@@ -18,6 +18,7 @@ from ..._serialize import dumps_checked
 from ..._task import Task, function_name, unwrap
 from ...ipc.arena import Arena, release_shared_memory
 from ...ipc.autoshare import Loan
+from ...options import Processes
 from .._base import Backend, PoolOptions, Statistics
 from . import protocol
 
@@ -45,13 +46,13 @@ class ProcessBackend(Backend):
     name = "processes"
     pickles_tasks = True
 
-    def start(self, options: PoolOptions) -> None:
+    def start(self, options: PoolOptions[Processes]) -> None:
         from .context import choose
 
-        self._options = options
+        self._options = own = options.own
         # A fresh template keeps the initializer and initargs: its workers inherit them.
         keep = Kept((options.initializer, options.initargs))
-        self._launch = launch = choose(options.start_method, keep=keep)
+        self._launch = launch = choose(own.start_method, keep=keep)
         self._arena = Arena()  # shared memory for big array arguments, reused across tasks
         try:
             self._supervisor = self._supervise(options, launch)
@@ -60,7 +61,7 @@ class ProcessBackend(Backend):
             raise
         _live.add(self)
 
-    def _supervise(self, options: PoolOptions, launch: Launch) -> Supervisor:
+    def _supervise(self, options: PoolOptions[Processes], launch: Launch) -> Supervisor:
         from .state import EngineOptions
         from .supervisor import Supervisor
 
@@ -68,8 +69,9 @@ class ProcessBackend(Backend):
             workers=options.workers, launch=launch,
             initializer=options.initializer, initargs=options.initargs,
             max_tasks_per_worker=options.max_tasks_per_worker,
-            max_memory_per_worker=options.max_memory_per_worker,
-            inner_threads=options.inner_threads, mark_running=options.executor_semantics))
+            max_memory_per_worker=options.own.max_memory_per_worker,
+            inner_threads=options.own.inner_threads,
+            mark_running=options.own._executor_contract))
 
     def submit(self, task: Task, *, timeout: float | None = None, retries: int = 0
                ) -> Future[Any]:
@@ -85,7 +87,7 @@ class ProcessBackend(Backend):
             future.handle = record = Record(task_id, frame, future, _label(task_id, task),
                                             size=task.size, chunk=task.items is not None,
                                             timeout=timeout, retries=retries, source=task)
-            if not self._options.executor_semantics:
+            if not self._options._executor_contract:
                 future.add_done_callback(self._on_done)
             self._supervisor.submit(record)
         loan.settle_with(future)
@@ -127,7 +129,7 @@ class ProcessBackend(Backend):
             future.set_running_or_notify_cancel()  # wakes concurrent.futures.wait() waiters
 
     def _exit(self) -> None:
-        wait_for_work = self._options.executor_semantics  # as the stdlib executor does
+        wait_for_work = self._options._executor_contract  # as the stdlib executor does
         self._supervisor.shutdown(wait=True, cancel_futures=not wait_for_work,
                                   kill=not wait_for_work)
         release_shared_memory(self._arena, workers_gone=True)
