@@ -25,6 +25,7 @@ from ._errors import SerializationError, also_as
 from ._pool import Pool
 from ._serialize import PickledOnce
 from ._task import ChunkOutcome, Task
+from .options import Processes
 
 R = TypeVar("R")
 
@@ -38,8 +39,8 @@ class ProcessPoolExecutor(Executor):
         if max_workers is not None and (isinstance(max_workers, int) and max_workers <= 0):
             raise ValueError("max_workers must be greater than 0")
         self._pool = Pool(max_workers, initializer=initializer, initargs=initargs,
-                          max_tasks_per_worker=max_tasks_per_child, start_method=mp_context,
-                          _executor_semantics=True)
+                          max_tasks_per_worker=max_tasks_per_child,
+                          backend=Processes(start_method=mp_context, _executor_contract=True))
         self._max_workers = self._pool.workers
 
     def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast, overload
 
 from ._arguments import (
     ChunkSize,
@@ -40,13 +40,17 @@ from ._multiprocessing_api import (
 from ._serialize import PickledOnce
 from ._stream import astream, collect, stream, stream_chunks
 from ._task import DEFAULT_CONCURRENCY, AsyncCall, ChunkOutcome, Task, is_coroutine_function
-from .backends import get_backend
+from .backends import get_backend, options_for
 from .backends._base import Backend, PoolOptions, Statistics
+from .options import BackendOptions, Dask, reject_moved, with_start_method
 from .progress import ProgressOption, tracker
 
 if TYPE_CHECKING:
     from multiprocessing.context import BaseContext
 
+    import distributed
+
+    from .backends.dask import DaskBackend
     from .insights import Insights
 
 T = TypeVar("T")
@@ -73,7 +77,10 @@ class Pool(MultiprocessingPoolAPI):
             ``concurrent.futures`` does).
         backend: ``"processes"`` (default), ``"threads"``, ``"asyncio"``, ``"inline"`` (in
             the caller, for debugging), ``"auto"`` (measures each function and picks one of
-            those; see :mod:`manybrains.backends.auto`) or ``"dask"``.
+            those; see :mod:`manybrains.backends.auto`) or ``"dask"``; or the options of one,
+            for what only that backend has: ``mb.Processes(max_memory_per_worker=...,
+            inner_threads=..., cancel_running=True)``, ``mb.Dask(address="tcp://...")``,
+            ``mb.Auto(processes=mb.Processes(...))`` (see :mod:`manybrains.options`).
         concurrency: how many coroutines (``async def`` tasks) are awaited at once, per
             worker process on ``"processes"``, on the loop for ``"asyncio"``; default 100
             (256 on ``"auto"``, where it also caps how many waiting calls of a function run
@@ -81,21 +88,13 @@ class Pool(MultiprocessingPoolAPI):
         initializer: called as ``initializer(*initargs)`` once in each worker, before tasks.
         max_tasks_per_worker: replace a worker after it ran this many calls
             (``maxtasksperchild`` is the same).
-        max_memory_per_worker: replace a worker whose resident memory passes this many bytes
-            after a task.
-        inner_threads: BLAS/OpenMP threads (numpy, scipy) in each worker process; default:
-            usable CPUs // workers, or what the user's ``OMP_NUM_THREADS``-style variables say.
-        start_method: ``"forkserver"`` (Linux default), ``"spawn"`` or ``"fork"``, or a
-            ``multiprocessing`` context (``context`` is the same).
+        start_method: a shorthand for ``mb.Processes(start_method=...)`` (``context`` is the
+            same), on ``"processes"`` and ``"auto"``: ``"template"`` (Linux default),
+            ``"forkserver"``, ``"spawn"`` or ``"fork"``, or a ``multiprocessing`` context.
         timeout: default per-task time limit in seconds; the task raises ``TimeoutError``.
             A worker process past it is killed and replaced; a thread cannot be killed, so it
             is abandoned and replaced (see each backend's notes).
         retries: default number of times a task whose worker crashed is run again.
-        cancel_running: make ``future.cancel()`` kill the worker of a running task.
-        address, client, dashboard: for ``"dask"``: a scheduler's ``"tcp://host:port"``, or
-            a ``distributed.Client``, to run on an existing cluster (left running); without
-            either a local cluster is started and closed with the pool. ``dashboard=True``
-            (or ``"host:port"``) serves the local cluster's dashboard.
 
     Every method has an awaitable twin for use inside an event loop (``asubmit``, ``amap``,
     ``aimap``), and ``async with Pool(...)`` shuts the pool down without blocking the loop.
@@ -104,38 +103,31 @@ class Pool(MultiprocessingPoolAPI):
     def __init__(self, workers: int | None = None,
                  initializer: Callable[..., object] | None = None, initargs: Iterable[Any] = (),
                  maxtasksperchild: int | None = None, context: BaseContext | None = None, *,
-                 processes: int | None = None, backend: str = "processes",
+                 processes: int | None = None, backend: str | BackendOptions = "processes",
                  concurrency: int | None = None, max_tasks_per_worker: int | None = None,
-                 max_memory_per_worker: int | None = None, inner_threads: int | None = None,
                  start_method: str | BaseContext | None = None, timeout: float | None = None,
-                 retries: int = 0, cancel_running: bool = False,
-                 address: str | None = None, client: Any = None,
-                 dashboard: bool | str = False, _executor_semantics: bool = False) -> None:
+                 retries: int = 0, **moved: NoReturn) -> None:
+        reject_moved(moved)  # a keyword that became an option of one backend says where to
         workers = one_of("workers", workers, "processes", processes)
         max_tasks_per_worker = one_of("max_tasks_per_worker", max_tasks_per_worker,
                                        "maxtasksperchild", check_lifetime(maxtasksperchild))
-        start_method = one_of("start_method", start_method, "context", context)
-        backend_class = get_backend(backend)
+        self._own = own = with_start_method(
+            options_for(backend), one_of("start_method", start_method, "context", context))
+        backend_class = get_backend(own.name)
         self._workers = (positive_int("workers", workers) if workers is not None
-                         else _default_workers(backend))
+                         else _default_workers(own.name))
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be callable, got {type(initializer).__name__}")
         self._timeout = check_timeout(timeout)
         self._retries = check_retries(retries)
         self._max_tasks = optional_positive("max_tasks_per_worker", max_tasks_per_worker)
         self._concurrency = (positive_int("concurrency", concurrency) if concurrency is not None
-                             else _DEFAULT_CONCURRENCY.get(backend, DEFAULT_CONCURRENCY))
-        options = PoolOptions(
-            workers=self._workers, initializer=initializer, initargs=tuple(initargs),
-            max_tasks_per_worker=self._max_tasks,
-            max_memory_per_worker=optional_positive("max_memory_per_worker",
-                                                     max_memory_per_worker),
-            inner_threads=optional_positive("inner_threads", inner_threads),
-            start_method=start_method, cancel_running=cancel_running,
-            executor_semantics=_executor_semantics, concurrency=self._concurrency,
-            address=address, client=client, dashboard=dashboard)
+                             else _DEFAULT_CONCURRENCY.get(own.name, DEFAULT_CONCURRENCY))
         self._backend: Backend = backend_class()
-        self._backend.start(options)
+        self._backend.start(PoolOptions(own, self._workers, initializer=initializer,
+                                        initargs=tuple(initargs),
+                                        max_tasks_per_worker=self._max_tasks,
+                                        concurrency=self._concurrency))
         self._shutdown_lock = threading.Lock()
         self._is_shut_down = False
         # A pool nobody references any more lets its queued work finish, then stops.
@@ -149,8 +141,26 @@ class Pool(MultiprocessingPoolAPI):
 
     @property
     def backend(self) -> Backend:
-        """The backend running this pool's tasks."""
+        """The backend running this pool's tasks (an internal object: its methods may change)."""
         return self._backend
+
+    @property
+    def options(self) -> BackendOptions:
+        """The backend's own options (``mb.Processes(...)``, ``mb.Dask(...)``, ...)."""
+        return self._own
+
+    @property
+    def client(self) -> distributed.Client | None:
+        """A ``"dask"`` pool's ``distributed.Client``, for anything Dask-specific (its
+        ``dashboard_link``, ``scheduler_info()``, ...); None on the other backends."""
+        if not isinstance(self._own, Dask):
+            return None
+        return cast("DaskBackend", self._backend).client
+
+    @property
+    def closed(self) -> bool:
+        """Whether the pool was shut down (``shutdown``, ``close``, ``terminate``)."""
+        return self._is_shut_down
 
     # ---- one task -------------------------------------------------------------------------
 
@@ -446,7 +456,7 @@ class Pool(MultiprocessingPoolAPI):
         return self
 
     def _check_running(self) -> None:
-        if self._is_shut_down:  # as multiprocessing's pool: a closed pool cannot be reused
+        if self.closed:  # as multiprocessing's pool: a closed pool cannot be reused
             raise PoolClosed("this pool has been shut down and cannot be entered again; "
                              "create a new one")
 
@@ -467,7 +477,7 @@ class Pool(MultiprocessingPoolAPI):
             self.terminate()
 
     def __repr__(self) -> str:
-        state = "shut down" if self._is_shut_down else "running"
+        state = "shut down" if self.closed else "running"
         return f"<manybrains.Pool {self._backend.name} workers={self._workers} {state}>"
 
     # ---- option resolution ------------------------------------------------------------------

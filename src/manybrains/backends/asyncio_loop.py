@@ -28,6 +28,7 @@ from typing import Any
 from .._errors import InitializerFailed, check_open
 from .._future import TaskFuture, set_exception, set_result
 from .._task import DEFAULT_CONCURRENCY, AsyncCall, Task, run_chunk_async, run_task, unpickled
+from ..options import Asyncio
 from ._base import Backend, Counters, PoolOptions, Statistics, WorkerStats
 
 _names = itertools.count(1)
@@ -40,7 +41,7 @@ class AsyncioBackend(Backend):
 
     name = "asyncio"
 
-    def start(self, options: PoolOptions) -> None:
+    def start(self, options: PoolOptions[Asyncio]) -> None:
         self._options = options
         self.capacity = options.workers
         self._concurrency = options.concurrency or DEFAULT_CONCURRENCY
