@@ -10,24 +10,32 @@ was started and whoever its parent is now:
   started with ``exec`` inherits (a forkserver's workers, a grandchild in a new session).
 
 Only the exact pids of multiprocessing's forkserver and resource tracker, which live as long
-as the test process by design, are exempt. /dev/shm is machine-wide: only manybrains segments
-made by a process of this run (or by a process that has since died) are counted, so a
-concurrent session's processes and segments are never blamed here.
+as the test process by design, and those of the session's Dask cluster (its host process and
+what runs under it, whatever their pids after a worker restart) are exempt. /dev/shm is
+machine-wide: only manybrains segments made by a process of this run (or by a process that
+has since died) are counted, so a concurrent session's processes and segments are never
+blamed here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import secrets
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
 import manybrains as mb
+from manybrains.backends import available_backends, known_backends
 from manybrains.backends.processes.context import available_start_methods
 from manybrains.ipc import segment
 
@@ -56,6 +64,17 @@ def _long_lived() -> set[int]:
     return {pid for pid in pids if pid}
 
 
+def _descendants(pid: int, children: dict[int, list[int]]) -> set[int]:
+    found: set[int] = set()
+    stack = list(children.get(pid, []))
+    while stack:
+        child = stack.pop()
+        if child not in found:
+            found.add(child)
+            stack.extend(children.get(child, []))
+    return found
+
+
 def _processes() -> dict[int, str]:
     """Every live or zombie process of this test run but the test process itself."""
     me = os.getpid()
@@ -67,13 +86,7 @@ def _processes() -> dict[int, str]:
     children: dict[int, list[int]] = {}
     for pid, info in table.items():
         children.setdefault(info["ppid"], []).append(pid)
-    ours = set()
-    stack = list(children.get(me, []))
-    while stack:  # descendants, however deep
-        pid = stack.pop()
-        if pid not in ours:
-            ours.add(pid)
-            stack.extend(children.get(pid, []))
+    ours = _descendants(me, children)
     for pid, info in table.items():
         if pid == me or pid in ours:
             continue
@@ -81,6 +94,8 @@ def _processes() -> dict[int, str]:
         if environ.get(RUN_MARKER) == RUN_ID or _group_of(pid) == group:
             ours.add(pid)
     exempt = _long_lived()
+    if _cluster.host is not None:  # a worker it restarts after a crash has a new pid
+        exempt |= {_cluster.host.pid, *_descendants(_cluster.host.pid, children)}
     found = {}
     for pid in ours:
         info = table[pid]
@@ -141,8 +156,10 @@ def leftovers(before: Snapshot) -> list[str]:
 
 
 @pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
+def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail the test if it leaves processes, threads or shared memory behind."""
+    if _backend_of(request) == "dask":  # up before the snapshot: not this test's leak
+        request.getfixturevalue("dask_cluster")
     before = _snapshot()
     yield
     mb.shutdown_default_pool()
@@ -156,3 +173,147 @@ def no_leaks() -> Iterator[None]:
 def start_method(request: pytest.FixtureRequest) -> str:
     """Each start method a Pool has on this platform."""
     return str(request.param)
+
+
+# ---- backends: every test of the contract runs on each one ----------------------------------
+
+# Every backend the registry knows, in its order: the one list the tests use. One that needs
+# packages not installed here is skipped by the ``backend`` fixture, saying which.
+BACKENDS = known_backends()
+
+# What a backend cannot do, and why: a test marked ``@pytest.mark.needs("ability")`` is skipped
+# on the backends named under that ability. The one place such differences are written down.
+CANNOT: dict[str, dict[str, str]] = {
+    "cancel_running": {
+        "inline": "each task has run to completion by the time submit returns",
+    },
+    "queue": {
+        "inline": "nothing waits: every task ran inside submit",
+        "auto": "auto runs up to 256 waiting calls at once: nothing queues behind one",
+    },
+    "run_beside_the_caller": {
+        "inline": "each task runs in the caller: an awaiting event loop waits for it",
+    },
+    "crash": {
+        name: "tasks run in the test process, which os._exit would end"
+        for name in ("threads", "asyncio", "inline", "auto")
+    },
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs(*abilities): skipped on the backends that "
+                                       "cannot (conftest.CANNOT says which and why)")
+
+
+def _backend_of(request: pytest.FixtureRequest) -> str | None:
+    callspec = getattr(request.node, "callspec", None)
+    return callspec.params.get("backend") if callspec is not None else None
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each backend, as anyio's ``anyio_backend``: a test taking it runs once per backend."""
+    name = str(request.param)
+    if name not in available_backends():
+        pytest.skip(f"backend {name!r}: its packages are not installed")
+    for marker in request.node.iter_markers("needs"):
+        for ability in marker.args:
+            if reason := CANNOT.get(ability, {}).get(name):
+                pytest.skip(f"{name}: {reason}")
+    return name
+
+
+def new_pool(backend: str, workers: int | None = 2, **options: Any) -> mb.Pool:
+    """The one place a test pool is made: on "dask", one that uses the session cluster."""
+    if backend == "dask":
+        return mb.Pool(workers, backend=mb.Dask(address=_cluster.address), **options)
+    return mb.Pool(workers, backend=backend, **options)
+
+
+@pytest.fixture
+def make_pool(backend: str) -> Iterator[Callable[..., mb.Pool]]:
+    """``make_pool(workers=2, **options)``: a pool of the test's backend, ended afterwards."""
+    made: list[mb.Pool] = []
+
+    def make(workers: int | None = 2, **options: Any) -> mb.Pool:
+        made.append(new_pool(backend, workers, **options))
+        return made[-1]
+
+    yield make
+    for pool in made:  # a test that failed half-way leaves no pool running
+        pool.terminate()
+
+
+@pytest.fixture
+def pool(make_pool: Callable[..., mb.Pool]) -> Iterator[mb.Pool]:
+    """A two-worker pool of each backend."""
+    with make_pool(2) as made:
+        yield made
+
+
+# ---- the session's Dask cluster ------------------------------------------------------------
+
+# A LocalCluster in a process of its own, so that its threads and workers are never this
+# process's: the leak check exempts exactly that process and what runs under it. A lost task
+# fails at once (allowed-failures 0), as on the pool's own LocalCluster; retries are the pool's.
+_CLUSTER_SCRIPT = """
+import sys, dask, distributed
+with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+        dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+print(cluster.scheduler_address, flush=True)
+sys.stdin.read()  # until the test session closes the pipe
+cluster.close(timeout=20)
+"""
+
+
+class _SessionCluster:
+    host: subprocess.Popen[str] | None = None
+    address: str | None = None
+
+
+_cluster = _SessionCluster()
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="session")
+def dask_cluster() -> Iterator[str]:
+    """One Dask cluster for the whole run (2 single-thread worker processes); its address."""
+    distributed = pytest.importorskip("distributed")
+    # the workers import the tests' task modules (tasks.py) by name, as a user's would
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
+    host = subprocess.Popen([sys.executable, "-c", _CLUSTER_SCRIPT], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env)
+    _cluster.host = host
+    try:
+        assert host.stdout is not None
+        _cluster.address = host.stdout.readline().strip()
+        assert _cluster.address.startswith("tcp://"), "the Dask cluster did not start"
+        with distributed.Client(_cluster.address, timeout=30, set_as_default=False) as client:
+            client.wait_for_workers(2, timeout=60)
+            # distributed starts one offload thread on first use and keeps it for the life
+            # of the process (as multiprocessing keeps its forkserver): start it now, so that
+            # it is not counted as a leak of the first test that happens to use it.
+            client.sync(distributed.utils.offload, int)
+        yield _cluster.address
+    finally:
+        _close_cluster(host)
+
+
+def _close_cluster(host: subprocess.Popen[str]) -> None:
+    """Close its stdin (it closes the cluster); SIGKILL it and its workers if it lingers."""
+    family = psutil.Process(host.pid).children(recursive=True)
+    with contextlib.suppress(OSError):
+        assert host.stdin is not None
+        host.stdin.close()
+    try:
+        host.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        host.kill()
+        host.wait()
+    for process in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    _cluster.host = _cluster.address = None

@@ -103,16 +103,6 @@ def test_a_coroutine_initializer_runs_on_the_loop_before_tasks():
         assert pool.submit(read).result(timeout=5) == ("ready", True)
 
 
-def test_failing_initializer_fails_every_task():
-    def init() -> None:
-        raise ValueError("bad config")
-
-    with mb.Pool(backend="asyncio", initializer=init) as pool:
-        with pytest.raises(mb.InitializerFailed) as info:
-            pool.submit(counted_sleep, 0).result(timeout=5)
-        assert isinstance(info.value.__cause__, ValueError)
-
-
 def test_statistics_show_the_loop_busy_while_tasks_run():
     with mb.Pool(backend="asyncio") as pool:
         pool.map(counted_sleep, [0.1] * 10)

@@ -78,19 +78,6 @@ def test_initializer_runs_once_in_each_thread():
     assert len(calls) == len(set(calls)) <= 3
 
 
-def test_failing_initializer_breaks_the_pool_with_its_cause():
-    def init() -> None:
-        raise RuntimeError("no model file")
-
-    with mb.Pool(1, backend="threads", initializer=init) as pool:
-        future = pool.submit(sleep_then, 0)
-        with pytest.raises(mb.InitializerFailed) as info:
-            future.result(timeout=5)
-        assert isinstance(info.value.__cause__, RuntimeError)
-        with pytest.raises(mb.InitializerFailed):
-            pool.submit(sleep_then, 0)
-
-
 def test_max_tasks_per_worker_replaces_threads():
     with mb.Pool(1, backend="threads", max_tasks_per_worker=2) as pool:
         names = [pool.submit(thread_name).result(timeout=5) for _ in range(6)]

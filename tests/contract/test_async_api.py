@@ -22,12 +22,12 @@ async def ticker(stop: asyncio.Event) -> int:
     return ticks
 
 
-@pytest.mark.parametrize("backend", ["processes", "threads", "asyncio", "auto"])
-def test_amap_leaves_the_loop_free_to_run_other_coroutines(backend):
+@pytest.mark.needs("run_beside_the_caller")
+def test_amap_leaves_the_loop_free_to_run_other_coroutines(make_pool):
     async def main() -> tuple[list[object], int]:
         stop = asyncio.Event()
         ticks = asyncio.ensure_future(ticker(stop))
-        async with mb.Pool(2, backend=backend) as pool:
+        async with make_pool(2) as pool:
             results = await pool.amap(sleep_then, [0.1] * 4, range(4))
         stop.set()
         return results, await ticks

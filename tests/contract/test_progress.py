@@ -1,4 +1,5 @@
-"""progress= on map/imap/amap: snapshots, the tqdm bar, failures and early exits, every backend."""
+"""progress= on map/imap/amap on a process pool: snapshots, the tqdm bar, failures, early
+exits and Ctrl-C. That every backend reports progress is in test_contract.py."""
 
 from __future__ import annotations
 
@@ -13,10 +14,7 @@ import pytest
 from tasks import fail_on, sleep_then, square
 
 import manybrains as mb
-from manybrains.backends import available_backends
 from manybrains.progress import ProgressSnapshot
-
-BACKENDS = [b for b in ("processes", "threads", "asyncio", "inline") if b in available_backends()]
 
 
 class Recorder:
@@ -37,20 +35,9 @@ class Recorder:
 
 
 @pytest.fixture
-def pool():
-    with mb.Pool(2) as p:
-        yield p
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_callback_counts_every_item_on_every_backend(backend):
-    recorder = Recorder()
-    with mb.Pool(2, backend=backend) as pool:
-        assert pool.map(square, range(5000), progress=recorder) == [x * x for x in range(5000)]
-    done = [s.done for s in recorder.snapshots]
-    assert done == sorted(done)  # it only moves forward
-    assert recorder.last == ProgressSnapshot(5000, 0, 5000, recorder.last.elapsed, True)
-    assert len(recorder.snapshots) > 2  # advanced chunk by chunk, not once at the end
+def backend() -> str:
+    """conftest's ``pool`` here is a process pool."""
+    return "processes"
 
 
 def test_a_chunk_of_n_items_advances_n(pool):
@@ -76,14 +63,6 @@ def test_bar_counts_failures_and_closes_when_the_map_raises(pool):
     from manybrains.progress import _bar_class
 
     assert not _bar_class()._instances  # closed, not left on screen half-drawn
-
-
-def test_failed_item_is_counted_in_the_snapshot(pool):
-    recorder = Recorder()
-    with pytest.raises(ValueError):
-        pool.map(fail_on, range(10), chunksize=1, progress=recorder)
-    assert recorder.last.failed == 1
-    assert recorder.last.finished
 
 
 def test_a_timed_out_task_counts_as_failed(pool):
