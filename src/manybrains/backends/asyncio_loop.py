@@ -82,7 +82,8 @@ class AsyncioBackend(Backend):
                  ) -> None:
         with self._lock:
             first, self._closed = not self._closed, True
-            if first or kill:
+            # after the loop has stopped (terminate() after shutdown()) nothing is left to stop
+            if (first or kill) and not self._loop.is_closed():
                 self._loop.call_soon_threadsafe(self._drain, cancel_futures or kill, kill)
         if wait and threading.current_thread() is not self._thread:
             self._thread.join()
