@@ -26,15 +26,16 @@ A task's journey::
                        replaces it.
       timeout          wait() has a deadline: the worker and its children are killed, its
                        record fails with TimeoutError, and the sentinel path above follows.
-      init fails       INIT_FAILED (or death before READY): the pool breaks once, every
-                       future fails with InitializerFailed, no respawn storm.
+      init fails       INIT_FAILED (or deaths before READY, judged by :mod:`.startup`): the
+                       pool breaks once, every future fails with InitializerFailed, no
+                       respawn storm.
 
-Workers are started by the pool's :class:`~.context.Launch`: by default forked from a
-template, a copy of the parent made while it ran one thread (:mod:`.template`), so a worker
-holds the parent's modules, ``__main__`` and the pool's initializer and initargs without
-unpickling them. Functions of ``__main__`` travel by reference when the worker holds them,
-else by value onto the worker's own ``__main__`` (:mod:`manybrains._mainspace`): one module
-namespace per worker, as under the stdlib.
+Workers are started (:mod:`.startup`) by the pool's :class:`~.context.Launch`: by default
+forked from a template, a copy of the parent made while it ran one thread (:mod:`.template`),
+so a worker holds the parent's modules, ``__main__`` and the pool's initializer and initargs
+without unpickling them. Functions of ``__main__`` travel by reference when the worker holds
+them, else by value onto the worker's own ``__main__`` (:mod:`manybrains._mainspace`): one
+module namespace per worker, as under the stdlib.
 
 Only this thread touches worker state, so there are no locks around it: other threads talk to
 it through ``inbox`` (a deque) and a byte on the wake pipe. It never polls and never sleeps:
@@ -58,24 +59,20 @@ from typing import Any
 
 from ..._errors import (
     BrokenPool,
-    InitializerFailed,
-    UnpicklingFailed,
     WorkerCrashed,
     check_open,
     describe_exit,
     rebuild_error,
 )
 from ..._future import set_exception, set_result
-from ..._inheritance import Kept
-from ..._serialize import dumps_checked
 from ..._timings import TaskTimings
 from .. import _wire
 from .._base import Counters, WorkerStats
 
 # inner_threads: a worker's first step; imported here, template workers find it loaded.
-from . import inner_threads, output, protocol, worker  # noqa: F401
-from .context import starting
+from . import inner_threads, output, protocol  # noqa: F401
 from .kill import kill_tree
+from .startup import Startup
 from .state import EngineOptions, Record, WorkerSlot
 
 LOGGER = logging.getLogger("manybrains")
@@ -85,11 +82,6 @@ LOGGER = logging.getLogger("manybrains")
 # while another worker idles).
 _PREFETCH_BYTES = 32 * 1024
 _PREFETCH_MAX_SECONDS = 0.002
-# Workers dying before they are ready, in a row, before the pool gives up (a raising
-# initializer breaks it at once: that failure is certain, a death may be an outside kill).
-_STARTUP_ATTEMPTS = 3
-
-
 class Supervisor:
     """Owns the worker processes of one pool; see the module docstring."""
 
@@ -97,15 +89,7 @@ class Supervisor:
 
     def __init__(self, options: EngineOptions) -> None:
         self._options = options
-        launch = options.launch
-        inherited = launch.inherited_globals if launch.method == "fork" else None
-        # The very object a template kept, so that it travels as a reference to its copy.
-        initialization = (launch.kept if launch.kept is not None
-                          else Kept((options.initializer, options.initargs)))
-        self._setup = worker.Setup((initialization, os.getpid(),
-                                    options.max_memory_per_worker is not None,
-                                    output.parent_levels(), inherited))
-        self._check_setup()
+        self._startup = Startup(options)  # raises if the initializer cannot reach a worker
         self._inbox: deque[tuple[str, Any]] = deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -117,22 +101,11 @@ class Supervisor:
         self._workers: dict[int, WorkerSlot] = {}
         self._pending: deque[Record] = deque()
         self._open: dict[int, Record] = {}  # every record whose future we still owe
-        self._startup_deaths = 0  # in a row, without a worker becoming ready in between
         self.counters = Counters()
         self.timings = TaskTimings()  # run time of every task, for Pool.insights()
         self._thread = threading.Thread(target=self._main, daemon=True,
                                         name=f"manybrains-supervisor-{next(self._names)}")
         self._thread.start()
-
-    def _check_setup(self) -> None:
-        """Raise here, in the caller, if the initializer or initargs cannot reach a worker."""
-        launch = self._options.launch
-        if launch.method == "fork":  # inherited as they are: nothing is pickled
-            return
-        with starting(launch):
-            dumps_checked(self._setup, header=b"", parts=lambda: [
-                ("the initializer", self._options.initializer),
-                *((f"initargs[{i}]", a) for i, a in enumerate(self._options.initargs))])
 
     # ---- called from any thread -------------------------------------------------------
 
@@ -369,7 +342,7 @@ class Supervisor:
         if kind == protocol.READY:
             self._on_ready_worker(w)
         elif kind in (protocol.INIT_FAILED, protocol.START_FAILED):
-            self._on_init_failed(body, kind)
+            self._break(Startup.failed(kind, body))
         elif kind == protocol.OUTPUT:
             output.deliver_output(task_id, body)
         elif kind == protocol.LOG:
@@ -384,17 +357,9 @@ class Supervisor:
 
     def _on_ready_worker(self, w: WorkerSlot) -> None:
         w.ready = True
-        self._startup_deaths = 0
+        self._startup.ready()
         if w.inflight:
             w.inflight[0].started = time.monotonic()
-
-    def _on_init_failed(self, body: memoryview, kind: int) -> None:
-        _, cause = _wire.decode(_wire.ERROR, body, label="the pool's initializer")
-        if isinstance(cause, UnpicklingFailed):  # its error could not travel: say why
-            cause = cause.__cause__
-        where = ("in a worker" if kind == protocol.INIT_FAILED
-                 else "in a worker, which could not load the pool's initializer and initargs")
-        self._break(InitializerFailed.because(cause, where))
 
     def _account(self, w: WorkerSlot, elapsed: float) -> None:
         w.tasks_done += 1
@@ -445,15 +410,9 @@ class Supervisor:
         # Its tasks never started (a worker reads them only after its initializer).
         self._pending.extendleft(reversed(w.inflight))
         w.inflight.clear()
-        self._startup_deaths += 1
-        if self._startup_deaths < _STARTUP_ATTEMPTS:
-            return  # maybe killed from outside; a replacement starts, and so it is bounded
-        how = describe_exit(w.process.exitcode)
-        if self._options.initializer is not None:
-            died = f"in every worker: they die in it ({how})"
-            self._break(InitializerFailed.because(None, died))
-        else:
-            self._break(BrokenPool(f"workers die while starting ({how})"))
+        error = self._startup.died(w)
+        if error is not None:
+            self._break(error)
 
     def _on_death(self, w: WorkerSlot) -> None:
         running = w.inflight.popleft()
@@ -533,23 +492,12 @@ class Supervisor:
         return bool(self._pending) or self._inflight_count() > 0
 
     def _start_worker(self) -> None:
-        launch = self._options.launch
-        parent_end, child_end = launch.context.Pipe(duplex=True)
-        threads = (self._options.inner_threads, self._options.workers)
-        process = launch.context.Process(
-            target=worker.main, args=(child_end, threads, self._setup),
-            name="manybrains-worker")
         try:
-            with starting(launch):
-                process.start()
-        except BaseException as exc:  # noqa: BLE001 - e.g. out of processes or memory
-            parent_end.close()
-            self._break(BrokenPool(f"cannot start a worker process: {exc!r}"))
+            w = self._startup.start_worker()
+        except BrokenPool as exc:
+            self._break(exc)
             return
-        finally:
-            child_end.close()
         self.counters.add("workers_started")
-        w = WorkerSlot(process, parent_end)
         self._workers[id(w)] = w
 
     def _inflight_count(self) -> int:
