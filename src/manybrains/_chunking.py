@@ -18,6 +18,13 @@ from typing import Any
 TARGET_SECONDS = 0.025
 TAIL_FLOOR_SECONDS = 0.002
 GROWTH = 8
+WINDOW_PER_WORKER = 2  # chunks in flight per worker: one running, one ready to go
+
+
+def window(workers: int) -> int:
+    """How many chunks a map keeps in flight or waiting to be yielded, for ``workers``
+    workers: enough that none waits for its next chunk, few enough to bound memory."""
+    return workers * WINDOW_PER_WORKER + 1
 
 
 class ChunkSizer:

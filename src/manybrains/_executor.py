@@ -13,17 +13,18 @@ as :class:`~manybrains.Pool` does.
 
 from __future__ import annotations
 
-import itertools
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
 from ._async_result import failed
+from ._chunking import ChunkSizer
 from ._errors import SerializationError, also_as
 from ._pool import Pool
 from ._serialize import PickledOnce
+from ._stream import Plan, canceller, in_its_place, stream_submitted, unbounded
 from ._task import ChunkOutcome, Task
 from .options import Processes
 
@@ -58,10 +59,17 @@ class ProcessPoolExecutor(Executor):
             raise TypeError(f"expected a callable, got {type(fn).__name__}")
         deadline = None if timeout is None else time.monotonic() + timeout
         carried = PickledOnce(fn)
-        pairs = zip(*iterables, strict=False)
-        futures = [self._submit(Task(carried, items=chunk, star=True))
-                   for chunk in iter(lambda: list(itertools.islice(pairs, chunksize)), [])]
-        return _results(futures, deadline)
+
+        def submit(chunk: Sequence[Any]) -> Future[ChunkOutcome]:
+            return self._submit(Task(carried, items=chunk, star=True))
+
+        # As in the stdlib: the whole input is read and every chunk submitted here (so an
+        # error of the input is raised by map() itself), a failed chunk raises in its place,
+        # leaving the iteration early cancels what has not started, and Ctrl-C lets running
+        # calls finish.
+        plan = Plan(ChunkSizer(1, None, fixed=chunksize), submit, unbounded, canceller(None),
+                    on_failure=in_its_place, deadline=deadline)
+        return stream_submitted(list(zip(*iterables, strict=False)), plan)
 
     def _submit(self, task: Task) -> Future[Any]:
         try:
@@ -74,24 +82,3 @@ class ProcessPoolExecutor(Executor):
         """Stop accepting tasks; with ``wait``, return once pending tasks are done."""
         self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
-
-def _results(futures: list[Future[ChunkOutcome]], deadline: float | None) -> Iterator[Any]:
-    # Like the stdlib: results in order, each waited for within what is left of the deadline;
-    # leaving early cancels what has not started. Nothing here keeps a result the caller
-    # was given: each is popped off its chunk's list before it is yielded.
-    futures.reverse()
-    try:
-        while futures:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            outcome = futures[-1].result(remaining)
-            futures.pop()
-            values, error = outcome.values, outcome.error
-            del outcome
-            values.reverse()
-            while values:
-                yield values.pop()
-            if error is not None:
-                raise error
-    finally:
-        for future in futures:
-            future.cancel()

@@ -26,9 +26,9 @@ from ._arguments import (
     positive_int,
     zip_args,
 )
-from ._chunking import ChunkSizer, known_length
+from ._chunking import ChunkSizer, known_length, window
 from ._cpus import usable_cpus
-from ._errors import PoolClosed, SerializationError
+from ._errors import PoolClosed, SerializationError, as_encoding_error
 from ._multiprocessing_api import (
     MultiprocessingPoolAPI,
     as_its_cause,
@@ -38,7 +38,7 @@ from ._multiprocessing_api import (
     split_chunksize,
 )
 from ._serialize import PickledOnce
-from ._stream import astream, collect, stream, stream_chunks
+from ._stream import Plan, astream, canceller, collect, stream, stream_chunks
 from ._task import DEFAULT_CONCURRENCY, AsyncCall, ChunkOutcome, Task, is_coroutine_function
 from .backends import get_backend, options_for
 from .backends._base import Backend, PoolOptions, Statistics
@@ -58,7 +58,6 @@ R = TypeVar("R")
 # An ``async def`` function: the pool awaits its coroutine, so what a caller gets is R.
 AsyncFn = Callable[..., Coroutine[Any, Any, R]]
 
-_WINDOW_PER_WORKER = 2  # chunks in flight per worker: one running, one ready to go
 # "auto" sends waiting work to threads or a loop with up to 256 calls in flight (its limit).
 _DEFAULT_CONCURRENCY = {"auto": 256}
 
@@ -338,24 +337,28 @@ class Pool(MultiprocessingPoolAPI):
     def _imap(self, fn: Callable[..., Any], items: Iterable[Any], *, star: bool, ordered: bool,
               chunksize: ChunkSize, timeout: float | None, retries: int | None,
               progress: ProgressOption = False) -> Iterator[Any]:
-        sizer, submit_chunk = self._plan(fn, items, star, chunksize, timeout, retries)
-        return stream(items, sizer, submit_chunk, self._abort, window=self._window,
-                      ordered=ordered, progress=tracker(progress, known_length(items)))
+        plan = self._stream_plan(fn, items, star, chunksize, timeout, retries)
+        return stream(items, plan, ordered=ordered, progress=tracker(progress, known_length(items)))
 
     def _collect(self, fn: Callable[..., Any], items: Iterable[Any], *, star: bool,
                  chunksize: ChunkSize, timeout: float | None, retries: int | None,
                  progress: ProgressOption = False) -> list[Any]:
-        sizer, submit_chunk = self._plan(fn, items, star, chunksize, timeout, retries)
-        return collect(stream_chunks(items, sizer, submit_chunk, self._abort,
-                                     window=self._window, ordered=True,
+        plan = self._stream_plan(fn, items, star, chunksize, timeout, retries)
+        return collect(stream_chunks(items, plan, ordered=True,
                                      progress=tracker(progress, known_length(items))))
 
     def _aimap(self, fn: Callable[..., Any], items: Iterable[Any], *, star: bool, ordered: bool,
                chunksize: ChunkSize, timeout: float | None, retries: int | None,
                progress: ProgressOption = False) -> AsyncIterator[Any]:
+        plan = self._stream_plan(fn, items, star, chunksize, timeout, retries)
+        return astream(items, plan, ordered=ordered,
+                       progress=tracker(progress, known_length(items)))
+
+    def _stream_plan(self, fn: Callable[..., Any], items: Iterable[Any], star: bool,
+                     chunksize: ChunkSize, timeout: float | None, retries: int | None) -> Plan:
         sizer, submit_chunk = self._plan(fn, items, star, chunksize, timeout, retries)
-        return astream(items, sizer, submit_chunk, self._abort, window=self._window,
-                       ordered=ordered, progress=tracker(progress, known_length(items)))
+        return Plan(sizer, submit_chunk, self._window, canceller(self._backend.cancel),
+                    on_failure=_raise_for_map)
 
     def _plan(self, fn: Callable[..., Any], items: Iterable[Any], star: bool,
               chunksize: ChunkSize, timeout: float | None, retries: int | None
@@ -386,7 +389,7 @@ class Pool(MultiprocessingPoolAPI):
         return sizer, submit_chunk
 
     def _window(self) -> int:
-        return self._width() * _WINDOW_PER_WORKER + 1
+        return window(self._width())
 
     def _width(self) -> int:
         """How many tasks the backend runs at once ("auto" changes it as it learns)."""
@@ -402,13 +405,6 @@ class Pool(MultiprocessingPoolAPI):
         if total is None:
             return self._concurrency
         return max(1, min(self._concurrency, -(-total // self._width())))
-
-    def _abort(self, futures: list[Future[ChunkOutcome]], kill: bool) -> None:
-        for future in futures:
-            if kill:
-                self._backend.cancel(future)
-            else:
-                future.cancel()
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -487,6 +483,14 @@ class Pool(MultiprocessingPoolAPI):
 
     def _retries_for(self, retries: int | None) -> int:
         return self._retries if retries is None else check_retries(retries)
+
+
+def _raise_for_map(chunk: Sequence[Any], error: Exception) -> NoReturn:
+    """A chunk failed as a whole: its error ends the map. A result that could not be pickled
+    back is also ``multiprocessing``'s ``MaybeEncodingError``, as its ``Pool.map`` raises."""
+    if isinstance(error, SerializationError):
+        raise as_encoding_error(error) from error.__cause__
+    raise error
 
 
 def _default_workers(backend: str) -> int:

@@ -1,103 +1,269 @@
-"""Stream a function over an iterable through any backend, a bounded window at a time.
+"""Map over submit, written once: a function over an iterable, a bounded window of chunks at a time.
 
-The consumer cuts the next chunk only when one finishes, so a 10-million-item generator is
-read as the work goes and memory stays bounded: at most ``window()`` chunks are in flight or
-waiting to be yielded in order. Chunk sizes adapt from each finished chunk's timing, and the
-window is asked again at every step because ``"auto"`` widens it once it knows the work.
+Three callers stream this way: :class:`~manybrains.Pool` (``map``, ``imap``, ``amap``, ...),
+:meth:`ProcessPoolExecutor.map <manybrains.ProcessPoolExecutor.map>` and the
+``manybrains map`` command. Each hands over a :class:`Plan` (how big a chunk is, how one is
+submitted, how many may be in flight, how to stop the rest) and gets the chunks' outcomes
+back in input order or as they finish::
 
-:func:`stream` drives the window from a thread (blocking); :func:`astream` from a coroutine,
-so an event loop keeps running while chunks are in flight. Both share :class:`_Flow`.
+    items --chunks()--> Flow.fill() --plan.submit--> backend
+                          ^                             | done-callback: notify(seq)
+                          |                             v
+    consumer <--yield-- Flow.step() <--Flow.settle(seq) (sizer, progress, on_failure)
+
+The consumer cuts the next chunk only when one is yielded, so a 10-million-item generator is
+read as the work goes and memory stays bounded: at most ``plan.window()`` chunks are in flight
+or waiting to be yielded in order. Chunk sizes adapt from each finished chunk's timing, and
+the window is asked again at every step because ``"auto"`` widens it once it knows the work.
+
+:class:`Flow` holds every decision; the drivers differ only in how they wait for a chunk:
+:func:`stream_chunks` blocks a thread, :func:`astream` awaits, so an event loop keeps running.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
+import enum
 import functools
 import queue
+import sys
+import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future
-from typing import Any
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, NoReturn
 
 from ._chunking import ChunkSizer, chunks
-from ._errors import SerializationError, as_encoding_error
 from ._task import ChunkOutcome
 from .progress import NO_PROGRESS, Tracker
 
 SubmitChunk = Callable[[Sequence[Any]], "Future[ChunkOutcome]"]
+# abort(futures, kill): stop the chunks left behind by an early exit; kill: running ones too
 Abort = Callable[["list[Future[ChunkOutcome]]", bool], None]
-Notify = Callable[[int], Callable[["Future[ChunkOutcome]"], None]]
+# on_failure(chunk, error): the outcome of a chunk whose future raised, or raise
+OnFailure = Callable[[Sequence[Any], Exception], ChunkOutcome]
 
 
-class _Flow:
-    """The chunks of one stream: submitted, in flight, and finished but not yet yielded."""
+def reraise(chunk: Sequence[Any], error: Exception) -> NoReturn:
+    """A chunk that failed as a whole fails the stream with its error."""
+    raise error
 
-    def __init__(self, items: Iterable[Any], sizer: ChunkSizer, submit: SubmitChunk,
-                 window: Callable[[], int], ordered: bool, notify: Notify,
-                 progress: Tracker = NO_PROGRESS) -> None:
-        self._source = chunks(items, sizer)
-        self._progress = progress
-        self._sizer = sizer
-        self._submit = submit
-        self._window = window
+
+def in_its_place(chunk: Sequence[Any], error: Exception) -> ChunkOutcome:
+    """A chunk that failed as a whole is raised where its results would have come, after
+    the results before it (the stdlib's ``Executor.map``)."""
+    return ChunkOutcome([], error)
+
+
+def canceller(kill: Callable[[Future[Any]], object] | None) -> Abort:
+    """An abort that cancels the chunks not started; on Ctrl-C (``kill``) it also stops the
+    running ones with ``kill`` (a backend's ``cancel``), or lets them finish when None."""
+    def abort(futures: list[Future[ChunkOutcome]], hard: bool) -> None:
+        for future in futures:
+            if hard and kill is not None:
+                kill(future)
+            else:
+                future.cancel()
+    return abort
+
+
+def unbounded() -> int:
+    """A window with room for every chunk: everything is submitted at once, as the stdlib's
+    ``Executor.map`` does."""
+    return sys.maxsize
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How one map runs: the seams its caller fills."""
+
+    sizer: ChunkSizer
+    submit: SubmitChunk
+    window: Callable[[], int]  # how many chunks may be in flight or waiting to be yielded
+    abort: Abort
+    on_failure: OnFailure = reraise  # the CLI runs a failed chunk again item by item
+    deadline: float | None = None  # time.monotonic() past which waiting raises TimeoutError
+
+
+class Step(enum.Enum):
+    """What :meth:`Flow.step` says when it has no outcome to yield."""
+
+    WAIT = "wait for a chunk to finish, then settle it"
+    DONE = "every chunk was yielded"
+
+
+class Flow:
+    """The chunks of one stream: submitted, in flight, and finished but not yet yielded.
+
+    As a context manager it hands the chunks still in flight to ``plan.abort`` on an early
+    exit, with ``kill=True`` unless the exit is one of ``soft_exits`` (a ``break``, an
+    error): a KeyboardInterrupt means the work must stop now, not run on in the background.
+    """
+
+    def __init__(self, items: Iterable[Any], plan: Plan, *, ordered: bool,
+                 progress: Tracker = NO_PROGRESS, notify: Callable[[int], None] | None = None,
+                 soft_exits: tuple[type[BaseException], ...] = (GeneratorExit, Exception)
+                 ) -> None:
+        self._source = chunks(items, plan.sizer)
+        self._plan = plan
         self._ordered = ordered
-        self._notify = notify  # notify(seq) -> a done-callback that reports chunk seq
-        self.inflight: dict[int, Future[ChunkOutcome]] = {}
+        self.progress = progress
+        self._finished: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._notify = notify or self._finished.put  # notify(seq): chunk seq finished
+        self._soft_exits = soft_exits
+        self._inflight: dict[int, tuple[Future[ChunkOutcome], Sequence[Any]]] = {}
         self._buffered: dict[int, ChunkOutcome] = {}
         self._submitted = self._emitted = 0
         self._exhausted = False
 
     def fill(self) -> None:
         """Submit chunks until the window is full or the input ends."""
-        while not self._exhausted and len(self.inflight) + len(self._buffered) < self._window():
+        while not self._exhausted and (len(self._inflight) + len(self._buffered)
+                                       < self._plan.window()):
             try:
                 chunk = next(self._source, None)
             except Exception as exc:  # noqa: BLE001 - the input's own error, raised in its place
                 self._exhausted = True
-                self._add(_failed_input(exc))
+                self._add(_failed_input(exc), ())
                 return
             if chunk is None:
                 self._exhausted = True
                 return
-            self._add(self._submit(chunk))
+            self._add(self._plan.submit(chunk), chunk)
 
-    def _add(self, future: Future[ChunkOutcome]) -> None:
-        self.inflight[self._submitted] = future
-        future.add_done_callback(self._notify(self._submitted))
+    def step(self) -> ChunkOutcome | Step:
+        """Fill the window; then the next outcome to yield, or what to do instead."""
+        self.fill()
+        buffered = self._buffered
+        if buffered:
+            seq = self._emitted if self._ordered else next(iter(buffered))
+            if seq in buffered:
+                self._emitted += 1
+                return buffered.pop(seq)
+        return Step.WAIT if self._inflight else Step.DONE
+
+    def wait(self) -> int:
+        """Block until a chunk finishes; its number. Past the plan's deadline: TimeoutError."""
+        timeout = self.remaining()
+        if timeout is None:
+            return self._finished.get()
+        try:
+            return self._finished.get(timeout=timeout)
+        except queue.Empty:
+            raise cf.TimeoutError from None
+
+    def remaining(self) -> float | None:
+        """Seconds left before the plan's deadline (None: no deadline)."""
+        deadline = self._plan.deadline
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def settle(self, seq: int) -> None:
+        """Chunk ``seq`` finished: learn from it, report it, keep it until its turn."""
+        future, chunk = self._inflight.pop(seq)
+        try:
+            outcome = future.result()
+        except Exception as error:  # noqa: BLE001 - the whole chunk failed: the plan decides
+            outcome = self._plan.on_failure(chunk, error)
+        else:
+            if isinstance(outcome, _InputError):  # no call ran: nothing to learn or count
+                self._buffered[seq] = outcome
+                return
+            self._plan.sizer.record(len(outcome.values) + (outcome.error is not None),
+                                    outcome.elapsed)
+        self.progress.chunk_done(outcome)  # as chunks finish, not as they are yielded
+        self._buffered[seq] = outcome
+
+    def _add(self, future: Future[ChunkOutcome], chunk: Sequence[Any]) -> None:
+        self._inflight[self._submitted] = (future, chunk)
+        future.add_done_callback(functools.partial(_report, self._notify, self._submitted))
         self._submitted += 1
 
-    def next_in_order(self) -> ChunkOutcome | None:
-        """The next chunk to yield in input order, when it has already finished."""
-        if not self._ordered or self._emitted not in self._buffered:
-            return None
-        self._emitted += 1
-        return self._buffered.pop(self._emitted - 1)
+    def __enter__(self) -> Flow:
+        return self
 
-    def settle(self, seq: int) -> ChunkOutcome | None:
-        """Chunk ``seq`` finished: its outcome to yield now, or None if it must wait its turn."""
-        try:
-            outcome = self.inflight.pop(seq).result()  # raises what failed the whole chunk
-        except SerializationError as error:  # a result that could not be pickled back
-            raise as_encoding_error(error) from error.__cause__
-        if not isinstance(outcome, _InputError):  # no call ran: nothing to learn or count
-            self._sizer.record(len(outcome.values) + (outcome.error is not None),
-                               outcome.elapsed)
-            self._progress.chunk_done(outcome)  # as chunks finish, not as they are yielded
-        if self._ordered:
-            self._buffered[seq] = outcome
-            return None
-        return outcome
-
-    def pending(self) -> list[Future[ChunkOutcome]]:
-        return list(self.inflight.values())
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is not None:
+            pending = [future for future, _ in self._inflight.values()]
+            self._plan.abort(pending, not issubclass(exc_type, self._soft_exits))
 
 
-def stream(items: Iterable[Any], sizer: ChunkSizer, submit: SubmitChunk, abort: Abort, *,
-           window: Callable[[], int], ordered: bool, progress: Tracker = NO_PROGRESS
+# ---- the drivers -----------------------------------------------------------------------------
+
+
+def stream_chunks(items: Iterable[Any], plan: Plan, *, ordered: bool,
+                  progress: Tracker = NO_PROGRESS) -> Generator[ChunkOutcome, None, None]:
+    """Yield every chunk's outcome, in input order or as chunks finish."""
+    return _outcomes(Flow(items, plan, ordered=ordered, progress=progress))
+
+
+def stream(items: Iterable[Any], plan: Plan, *, ordered: bool, progress: Tracker = NO_PROGRESS
            ) -> Iterator[Any]:
-    """Yield the results of every chunk, in input order or as chunks finish."""
-    for outcome in stream_chunks(items, sizer, submit, abort, window=window, ordered=ordered,
-                                 progress=progress):
-        yield from _emit(outcome)
+    """Yield every result, in input order or as chunks finish."""
+    for outcome in stream_chunks(items, plan, ordered=ordered, progress=progress):
+        yield from outcome.values
+        if outcome.error is not None:
+            raise outcome.error
+
+
+def stream_submitted(items: Iterable[Any], plan: Plan) -> Iterator[Any]:
+    """Every result in input order, from chunks submitted now (``Executor.map``).
+
+    Nothing here keeps a result the caller was given: each is popped off its chunk's list
+    before it is yielded, so a large result is freed as soon as the caller drops it.
+    """
+    flow = Flow(items, plan, ordered=True)
+    flow.fill()
+    return _released(_outcomes(flow))
+
+
+def _released(outcomes: Generator[ChunkOutcome, None, None]) -> Iterator[Any]:
+    with contextlib.closing(outcomes):  # an early exit cancels what has not started, now
+        for outcome in outcomes:
+            values, error = outcome.values, outcome.error
+            values.reverse()
+            while values:
+                yield values.pop()
+            if error is not None:
+                raise error
+
+
+def _outcomes(flow: Flow) -> Generator[ChunkOutcome, None, None]:
+    with flow.progress, flow:  # the progress closes on every exit, showing what ended it
+        while (step := flow.step()) is not Step.DONE:
+            if step is Step.WAIT:
+                flow.settle(flow.wait())
+            else:
+                yield step
+
+
+async def astream(items: Iterable[Any], plan: Plan, *, ordered: bool,
+                  progress: Tracker = NO_PROGRESS) -> AsyncIterator[Any]:
+    """:func:`stream` for a coroutine: waiting for chunks never blocks the event loop.
+
+    A cancelled consumer cancels the chunks not yet started; running ones finish.
+    """
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    finished: asyncio.Queue[int] = asyncio.Queue()
+
+    def notify(seq: int) -> None:  # called in whichever thread finished the chunk
+        loop.call_soon_threadsafe(finished.put_nowait, seq)
+
+    flow = Flow(items, plan, ordered=ordered, progress=progress, notify=notify,
+                soft_exits=(GeneratorExit, asyncio.CancelledError, Exception))
+    with progress, flow:
+        while (step := flow.step()) is not Step.DONE:
+            if step is Step.WAIT:
+                flow.settle(await asyncio.wait_for(finished.get(), flow.remaining()))
+                continue
+            for value in step.values:
+                yield value
+            if step.error is not None:
+                raise step.error
 
 
 def collect(outcomes: Generator[ChunkOutcome, None, None]) -> list[Any]:
@@ -115,75 +281,6 @@ def collect(outcomes: Generator[ChunkOutcome, None, None]) -> list[Any]:
     return [] if results is None else results
 
 
-def stream_chunks(items: Iterable[Any], sizer: ChunkSizer, submit: SubmitChunk, abort: Abort,
-                  *, window: Callable[[], int], ordered: bool,
-                  progress: Tracker = NO_PROGRESS) -> Generator[ChunkOutcome, None, None]:
-    """Yield every chunk's outcome, in input order or as chunks finish.
-
-    On an early exit the chunks still in flight are handed to ``abort``, with ``kill=True``
-    when the exit is a KeyboardInterrupt (or another BaseException): then the work must stop
-    now, not run on in the background.
-    """
-    finished: queue.SimpleQueue[int] = queue.SimpleQueue()
-    flow = _Flow(items, sizer, submit, window, ordered,
-                 lambda seq: functools.partial(_report, finished.put, seq), progress)
-    with progress:  # closed on every exit, showing the error that ended the stream
-        try:
-            while True:
-                flow.fill()
-                outcome = flow.next_in_order()
-                if outcome is None:
-                    if not flow.inflight:
-                        return
-                    outcome = flow.settle(finished.get())
-                if outcome is not None:
-                    yield outcome
-        except (GeneratorExit, Exception):
-            abort(flow.pending(), False)
-            raise
-        except BaseException:
-            abort(flow.pending(), True)
-            raise
-
-
-async def astream(items: Iterable[Any], sizer: ChunkSizer, submit: SubmitChunk, abort: Abort,
-                  *, window: Callable[[], int], ordered: bool,
-                  progress: Tracker = NO_PROGRESS) -> AsyncIterator[Any]:
-    """:func:`stream` for a coroutine: waiting for chunks never blocks the event loop.
-
-    A cancelled consumer cancels the chunks not yet started; running ones finish.
-    """
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    finished: asyncio.Queue[int] = asyncio.Queue()
-
-    def notify(seq: int) -> Callable[[Future[ChunkOutcome]], None]:
-        def report(_: Future[ChunkOutcome]) -> None:
-            loop.call_soon_threadsafe(finished.put_nowait, seq)
-        return report
-
-    flow = _Flow(items, sizer, submit, window, ordered, notify, progress)
-    with progress:
-        try:
-            while True:
-                flow.fill()
-                outcome = flow.next_in_order()
-                if outcome is None:
-                    if not flow.inflight:
-                        return
-                    outcome = flow.settle(await finished.get())
-                if outcome is not None:
-                    for value in _emit(outcome):
-                        yield value
-        except (GeneratorExit, asyncio.CancelledError, Exception):
-            abort(flow.pending(), False)
-            raise
-        except BaseException:
-            abort(flow.pending(), True)
-            raise
-
-
 class _InputError(ChunkOutcome):
     """The input iterable raised while the next chunk was cut from it."""
 
@@ -196,11 +293,5 @@ def _failed_input(exc: Exception) -> Future[ChunkOutcome]:
     return future
 
 
-def _report(put: Callable[[int], None], seq: int, _: object) -> None:
-    put(seq)
-
-
-def _emit(outcome: ChunkOutcome) -> Iterator[Any]:
-    yield from outcome.values
-    if outcome.error is not None:
-        raise outcome.error
+def _report(notify: Callable[[int], None], seq: int, _: object) -> None:
+    notify(seq)

@@ -16,19 +16,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import concurrent.futures as cf
 import contextlib
+import functools
 import importlib
 import inspect
-import itertools
 import json
 import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
+from .._chunking import ChunkSizer, window
+from .._stream import Plan, canceller, stream_chunks
+from .._task import ChunkOutcome
+from ..progress import NO_PROGRESS, BarTracker, Tracker
 from .errors import UsageError
 
 if TYPE_CHECKING:
@@ -39,7 +43,8 @@ T = TypeVar("T")
 HELP = "apply MODULE:FUNCTION to each line (or JSON record) of a file, on every core"
 
 Item = tuple[int, Any]  # (line number, the line or its JSON value)
-Outcome = tuple[list[str], list[dict[str, Any]]]  # result lines, error records
+# what one item gives: its JSON line, or the record of its error (a dict)
+Written = str | dict[str, Any]
 
 
 def add_parser(commands: Any, name: str) -> None:
@@ -73,21 +78,24 @@ def add_parser(commands: Any, name: str) -> None:
 # ---- in the worker ---------------------------------------------------------------------------
 
 
-def run_chunk(fn: Callable[[Any], Any], chunk: list[Item]) -> tuple[list[str], list[Any], float]:
-    """Call ``fn`` on each item; encode results to JSON here, in parallel, not in the parent."""
+def run_chunk(fn: Callable[[Any], Any], chunk: Sequence[Item]) -> ChunkOutcome:
+    """Call ``fn`` on each item; encode results to JSON here, in parallel, not in the parent.
+
+    An item that raises becomes the record of its error: the chunk goes on.
+    """
     start = time.perf_counter()
-    lines: list[str] = []
-    errors: list[dict[str, Any]] = []
-    for index, item in chunk:
-        try:
-            value = fn(item)
-            if inspect.isawaitable(value):
-                value = asyncio.run(_awaited(value))
-            lines.append(json.dumps({"index": index, "input": item, "result": value},
-                                    ensure_ascii=False))
-        except Exception as exc:  # noqa: BLE001 - a failed item is reported, the run goes on
-            errors.append(_error_record(index, item, exc))
-    return lines, errors, time.perf_counter() - start
+    written = [_written(fn, index, item) for index, item in chunk]
+    return ChunkOutcome(written, None, time.perf_counter() - start)
+
+
+def _written(fn: Callable[[Any], Any], index: int, item: Any) -> Written:
+    try:
+        value = fn(item)
+        if inspect.isawaitable(value):
+            value = asyncio.run(_awaited(value))
+        return json.dumps({"index": index, "input": item, "result": value}, ensure_ascii=False)
+    except Exception as exc:  # noqa: BLE001 - a failed item is reported, the run goes on
+        return _error_record(index, item, exc)
 
 
 async def _awaited(value: Any) -> Any:
@@ -110,12 +118,13 @@ class _Sink:
         self._errors = errors
         self.failed = 0
 
-    def write(self, outcome: Outcome) -> None:
-        lines, errors = outcome
+    def write(self, written: list[Written]) -> None:
+        lines = [entry for entry in written if isinstance(entry, str)]
         if lines:
             self._results.write("\n".join(lines) + "\n")
-        for record in errors:
-            self.fail(record)
+        for entry in written:
+            if not isinstance(entry, str):
+                self.fail(entry)
 
     def fail(self, record: dict[str, Any]) -> None:
         self.failed += 1
@@ -127,70 +136,45 @@ class _Sink:
 
 
 class _Runner:
-    """Keeps a window of chunks in flight; a chunk that fails as a whole (its worker
-    crashed, or it timed out) is run again item by item, so only the culprit fails."""
+    """How the command's chunks run on the pool: each chunk is one task, and a chunk that
+    fails as a whole (its worker crashed, or it timed out) is run again item by item, so
+    only the culprit fails."""
 
     def __init__(self, pool: Pool, fn: Callable[[Any], Any], args: argparse.Namespace) -> None:
-        from .._chunking import ChunkSizer
-
         self._pool = pool
         self._fn = fn
         self._timeout = args.timeout
         self._retries = args.retries
-        self._window = 2 * pool.workers + 1
+
+    def plan(self) -> Plan:
         # a per-item deadline needs one item per task
-        self._sizer = ChunkSizer(pool.workers, None, fixed=1 if args.timeout else None)
+        sizer = ChunkSizer(self._pool.workers, None, fixed=1 if self._timeout else None)
+        return Plan(sizer, self._submit, functools.partial(window, self._pool.workers),
+                    canceller(self._pool.cancel), on_failure=self._one_by_one)
 
-    def run(self, items: Iterator[Item], ordered: bool, tracker: Any
-            ) -> Iterator[Outcome]:
-        inflight: dict[cf.Future[Any], tuple[int, list[Item]]] = {}
-        finished: dict[int, Outcome] = {}
-        submitted = emitted = 0
-        while True:
-            while len(inflight) + len(finished) < self._window:
-                chunk = list(itertools.islice(items, self._sizer.next_size()))
-                if not chunk:
-                    break
-                inflight[self._submit(chunk)] = (submitted, chunk)
-                submitted += 1
-            if not inflight:
-                return
-            done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
-            for future in done:
-                seq, chunk = inflight.pop(future)
-                outcome = self._outcome(future, chunk)
-                tracker.advance(len(chunk), failed=len(outcome[1]))
-                if not ordered:
-                    yield outcome
-                    continue
-                finished[seq] = outcome
-                while emitted in finished:
-                    yield finished.pop(emitted)
-                    emitted += 1
-
-    def _submit(self, chunk: list[Item]) -> cf.Future[Any]:
+    def _submit(self, chunk: Sequence[Item]) -> Future[ChunkOutcome]:
         return self._pool.submit(run_chunk, self._fn, chunk, timeout=self._timeout,
                                  retries=self._retries)
 
-    def _outcome(self, future: cf.Future[Any], chunk: list[Item]) -> Outcome:
-        try:
-            lines, errors, elapsed = future.result()
-        except Exception as exc:  # noqa: BLE001 - the whole chunk failed: find the culprit
-            if len(chunk) == 1:
-                return [], [_error_record(*chunk[0], exc)]
-            return self._one_by_one(chunk)
-        self._sizer.record(len(chunk), elapsed)
-        return lines, errors
-
-    def _one_by_one(self, chunk: list[Item]) -> Outcome:
+    def _one_by_one(self, chunk: Sequence[Item], error: Exception) -> ChunkOutcome:
+        if len(chunk) == 1:
+            return ChunkOutcome([_error_record(*chunk[0], error)])
         futures = [self._submit([item]) for item in chunk]
-        lines: list[str] = []
-        errors: list[dict[str, Any]] = []
+        written: list[Written] = []
         for future, item in zip(futures, chunk, strict=True):
-            more_lines, more_errors = self._outcome(future, [item])
-            lines += more_lines
-            errors += more_errors
-        return lines, errors
+            try:
+                written += future.result().values
+            except Exception as exc:  # noqa: BLE001 - this item is the culprit
+                written.append(_error_record(*item, exc))
+        return ChunkOutcome(written)
+
+
+class _ItemBar(BarTracker):
+    """The bar counts the items whose call raised: their error records."""
+
+    def chunk_done(self, outcome: ChunkOutcome) -> None:
+        failed = sum(not isinstance(entry, str) for entry in outcome.values)
+        self.advance(len(outcome.values), failed=failed)
 
 
 def load_function(spec: str) -> Callable[[Any], Any]:
@@ -279,11 +263,12 @@ def run(args: argparse.Namespace) -> int:
         # a thread here) goes to stderr
         stack.enter_context(contextlib.redirect_stdout(sys.stderr))
         pool = stack.enter_context(_pool(args))
-        tracker = stack.enter_context(_tracker(args, len(skip)))
         items = read_items(source, args.jsonl or args.input.endswith((".jsonl", ".ndjson")),
                            skip, sink)
-        for outcome in _Runner(pool, fn, args).run(items, args.ordered, tracker):
-            sink.write(outcome)
+        outcomes = stream_chunks(items, _Runner(pool, fn, args).plan(), ordered=args.ordered,
+                                 progress=_tracker(args, len(skip)))
+        for outcome in stack.enter_context(contextlib.closing(outcomes)):
+            sink.write(outcome.values)
         results.flush()
     if sink.failed:
         where = f"; see {args.errors}" if args.errors else ""
@@ -300,14 +285,12 @@ def _pool(args: argparse.Namespace) -> Pool:
         raise UsageError(str(exc)) from None
 
 
-def _tracker(args: argparse.Namespace, skipped: int) -> Any:
-    from ..progress import NO_PROGRESS, BarTracker
-
+def _tracker(args: argparse.Namespace, skipped: int) -> Tracker:
     if not args.progress:
         return NO_PROGRESS
     total = _count_lines(args.input)
-    return BarTracker({"unit": "item", "file": sys.stderr},
-                      None if total is None else max(0, total - skipped))
+    return _ItemBar({"unit": "item", "file": sys.stderr},
+                    None if total is None else max(0, total - skipped))
 
 
 def _positive_int(text: str) -> int:
