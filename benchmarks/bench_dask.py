@@ -48,7 +48,7 @@ def timed(run: Callable[[], Any]) -> tuple[float, Any]:
 def compare(name: str, pool: mb.Pool, fn: Callable[[Any], Any], items: list[Any],
             repeat: int) -> dict[str, Any]:
     """Median seconds of ``pool.map`` and of ``client.map`` + ``gather``, alternating."""
-    client = pool.backend.client  # type: ignore[attr-defined]
+    client = pool.client
     ours: list[float] = []
     plain: list[float] = []
     for _ in range(repeat):

@@ -3,7 +3,7 @@
 OpenBLAS, MKL, BLIS and OpenMP each start one thread per CPU of the machine, in every process
 that loads them. Two workers doing matrix products on two cores would run four BLAS threads
 that fight over two cores, so each worker's libraries are capped at their share:
-``usable CPUs // workers`` (:func:`default`), or ``Pool(inner_threads=N)``, as joblib/loky do.
+``usable CPUs // workers`` (:func:`default`), or ``Processes(inner_threads=N)``, as joblib/loky do.
 
 A library reads its thread count once, when it loads, from environment variables, so the cap
 is set in two ways (:func:`apply` does both):
@@ -67,7 +67,7 @@ def default(workers: int) -> int:
 
 
 def cap(inner_threads: int | None, workers: int) -> None:
-    """What a worker of a pool of ``workers`` runs at start: ``Pool(inner_threads=...)``
+    """What a worker of a pool of ``workers`` runs at start: ``Processes(inner_threads=...)``
     given (it wins over the user's variables), or else the default share."""
     if inner_threads is None:
         apply(default(workers))
