@@ -35,7 +35,8 @@ class MultiprocessingPoolAPI:
     """The ``multiprocessing.Pool`` surface, mixed into :class:`~manybrains.Pool`."""
 
     if TYPE_CHECKING:  # provided by Pool
-        _is_shut_down: bool
+        @property
+        def closed(self) -> bool: ...
 
         def _submit_call(self, fn: Callable[..., Any], args: tuple[Any, ...],
                          kwargs: dict[str, Any], timeout: float | None,
@@ -139,7 +140,7 @@ class MultiprocessingPoolAPI:
 
     def join(self) -> None:
         """Wait for the workers to exit; call :meth:`close` or ``terminate()`` first."""
-        if not self._is_shut_down:
+        if not self.closed:
             raise ValueError("the pool is still running: call close() or terminate() "
                              "before join()")
         self._close(wait=True, cancel_futures=False, kill=False)
