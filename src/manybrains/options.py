@@ -130,6 +130,10 @@ class Dask(BackendOptions):
                              "given by address or client serves its own (client.dashboard_link)")
 
 
+BY_NAME: dict[str, type[BackendOptions]] = {
+    options.name: options for options in (Processes, Threads, Asyncio, Inline, Auto, Dask)}
+
+
 def with_start_method(options: BackendOptions, method: str | BaseContext | None
                       ) -> BackendOptions:
     """``options`` with the pool's ``start_method=`` shorthand applied to its processes."""

@@ -1,7 +1,9 @@
-"""The backend registry: a name -> its options class and the module that implements it.
+"""The backend registry: a name -> the module that implements it, imported on first use.
 
-A module is imported on first use: importing manybrains imports no backend, and
-``backend="dask"`` imports dask only then. Each name is spelled once, by its options class.
+Importing manybrains imports no backend; ``backend="dask"`` imports dask only then. Each
+name's options class (:mod:`manybrains.options`) is looked up by the same name. Worker
+processes import this package too (their modules live under it), so it imports nothing else
+at start-up.
 """
 
 from __future__ import annotations
@@ -9,24 +11,21 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from ..options import Asyncio, Auto, BackendOptions, Dask, Inline, Processes, Threads
-
 if TYPE_CHECKING:
+    from ..options import BackendOptions
     from ._base import Backend
 
 __all__ = ("available_backends", "get_backend", "install_hint", "known_backends",
            "options_for")
 
-# name -> (options class, module, the pip extra that brings its dependencies, or None)
-_REGISTRY: dict[str, tuple[type[BackendOptions], str, str | None]] = {
-    options.name: (options, module, extra) for options, module, extra in (
-        (Processes, "manybrains.backends.processes", None),
-        (Threads, "manybrains.backends.threads", None),
-        (Asyncio, "manybrains.backends.asyncio_loop", None),
-        (Inline, "manybrains.backends.inline", None),
-        (Auto, "manybrains.backends.auto", None),
-        (Dask, "manybrains.backends.dask", "dask"),
-    )
+# name -> (module, the pip extra that brings its dependencies, or None)
+_REGISTRY: dict[str, tuple[str, str | None]] = {
+    "processes": ("manybrains.backends.processes", None),
+    "threads": ("manybrains.backends.threads", None),
+    "asyncio": ("manybrains.backends.asyncio_loop", None),
+    "inline": ("manybrains.backends.inline", None),
+    "auto": ("manybrains.backends.auto", None),
+    "dask": ("manybrains.backends.dask", "dask"),
 }
 
 
@@ -49,15 +48,17 @@ def available_backends() -> tuple[str, ...]:
 
 def options_for(backend: str | BackendOptions) -> BackendOptions:
     """The options a ``backend=`` argument stands for: a name means its defaults."""
+    from ..options import BY_NAME, BackendOptions
+
     if isinstance(backend, BackendOptions):
         return backend
     _check_known(backend)
-    return _REGISTRY[backend][0]()
+    return BY_NAME[backend]()
 
 
 def install_hint(name: str) -> str:
     """What to run so that backend ``name`` can be used here."""
-    extra = _REGISTRY[name][2]
+    extra = _REGISTRY[name][1]
     return f"pip install 'manybrains[{extra}]'" if extra else "reinstall manybrains"
 
 
@@ -67,7 +68,7 @@ def get_backend(name: str) -> type[Backend]:
 
     _check_known(name)
     try:
-        module = importlib.import_module(_REGISTRY[name][1])
+        module = importlib.import_module(_REGISTRY[name][0])
     except ImportError as exc:
         raise BackendNotFound(f"backend {name!r} needs packages that are not installed "
                               f"({exc.name or exc}); run: {install_hint(name)}") from exc

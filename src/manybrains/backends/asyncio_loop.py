@@ -23,13 +23,15 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import InitializerFailed, check_open
 from .._future import TaskFuture, set_exception, set_result
 from .._task import DEFAULT_CONCURRENCY, AsyncCall, Task, run_chunk_async, run_task, unpickled
-from ..options import Asyncio
 from ._base import Backend, Counters, PoolOptions, Statistics, WorkerStats
+
+if TYPE_CHECKING:
+    from ..options import Asyncio
 
 _names = itertools.count(1)
 

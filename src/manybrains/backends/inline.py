@@ -17,13 +17,15 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import InitializerFailed, check_open
 from .._future import TaskFuture
 from .._task import Task, run_task
-from ..options import Inline
 from ._base import Backend, Counters, PoolOptions, Statistics, WorkerStats
+
+if TYPE_CHECKING:
+    from ..options import Inline
 
 # ---- the backend ------------------------------------------------------------------------
 

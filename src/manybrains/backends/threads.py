@@ -22,13 +22,15 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import InitializerFailed, check_open
 from .._future import TaskFuture, set_exception, set_result
 from .._task import Task, run_task
-from ..options import Threads
 from ._base import Backend, Counters, PoolOptions, Statistics, WorkerStats
+
+if TYPE_CHECKING:
+    from ..options import Threads
 
 _names = itertools.count(1)
 

@@ -39,18 +39,20 @@ import threading
 import weakref
 from collections import OrderedDict
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..._errors import SerializationError, check_open
 from ..._future import TaskFuture
 from ..._task import AsyncCall, Task, unpickled, unwrap
-from ...options import Auto
 from .. import get_backend, options_for
 from .._base import COUNTER_NAMES, Backend, PoolOptions, Statistics
 from ..processes.context import hold_template
 from .gate import Call, Gate, cancel_call
 from .policy import MAX_WAITING_CALLS, PROCESS_START_SECONDS, Decision
 from .profile import PROBE_SECONDS, Profile, measured
+
+if TYPE_CHECKING:
+    from ...options import Auto
 
 __all__ = ["PROBE_SECONDS", "AutoBackend", "backend_class"]
 

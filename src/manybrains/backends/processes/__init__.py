@@ -18,7 +18,6 @@ from ..._serialize import dumps_checked
 from ..._task import Task, function_name, unwrap
 from ...ipc.arena import Arena, release_shared_memory
 from ...ipc.autoshare import Loan
-from ...options import Processes
 from .._base import Backend, PoolOptions, Statistics
 from . import protocol
 
@@ -26,6 +25,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
     from ..._timings import TaskTimings
+    from ...options import Processes
     from .context import Launch
     from .state import Record
     from .supervisor import Supervisor
