@@ -265,8 +265,10 @@ def test_statistics_list_the_workers_and_what_each_did(pool, backend):
         assert worker.name and worker.busy_s >= 0 and worker.idle_s >= 0
         assert worker.in_flight == 0
     pids = [w.pid for w in stats.workers if w.pid is not None]
-    if backend in ("processes", "dask"):  # tasks run in other processes: they say which
+    if backend == "processes":  # tasks run in worker processes: each says which
         assert len(pids) == len(stats.workers) and os.getpid() not in pids
+    elif backend == "dask":  # a Dask worker is named by its address
+        assert all(w.name.startswith("tcp://127.0.0.1:") for w in stats.workers)
     elif backend != "auto":  # auto: whichever engines its functions went to
         assert pids == []
 

@@ -135,26 +135,76 @@ def _running(pid: int) -> bool:
         return False
 
 
-@pytest.mark.timeout(120)
-def test_the_leak_check_fails_every_kind_of_leak_and_nothing_else(tmp_path):
-    shutil.copy(HERE / "conftest.py", tmp_path / "conftest.py")
-    (tmp_path / "test_inner.py").write_text(_INNER)
-    leaked = tmp_path / "leaked.txt"
+def _run_inner(folder: Path, source: str) -> tuple[str, list[int]]:
+    """Run ``source`` as a test file under a copy of conftest.py; its report, the pids leaked."""
+    shutil.copy(HERE / "conftest.py", folder / "conftest.py")
+    (folder / "test_inner.py").write_text(source)
+    leaked = folder / "leaked.txt"
     env = {**os.environ, "LEAKED_PIDS": str(leaked), "MANYBRAINS_LEAK_SETTLE": "0.5"}
     env.pop("PYTEST_ADDOPTS", None)
     try:
         run = subprocess.run(
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "-q",
-             "-o", "addopts=", "--rootdir", str(tmp_path), str(tmp_path / "test_inner.py")],
-            capture_output=True, text=True, timeout=100, env=env, cwd=tmp_path)
+             "-o", "addopts=", "--rootdir", str(folder), str(folder / "test_inner.py")],
+            capture_output=True, text=True, timeout=100, env=env, cwd=folder)
     finally:
         pids = [int(line) for line in leaked.read_text().split()] if leaked.exists() else []
         _kill(pids)
-    report = run.stdout
+    return run.stdout + run.stderr, pids
+
+
+@pytest.mark.timeout(120)
+def test_the_leak_check_fails_every_kind_of_leak_and_nothing_else(tmp_path):
+    report, pids = _run_inner(tmp_path, _INNER)
     for name, outcome in EXPECTED.items():
         # The fixture fails a leaking test in its teardown: pytest calls that an error.
         verdict = "ERROR" if outcome == "failed" else "PASSED"
-        assert f"{verdict} test_inner.py::{name}" in report, report + run.stderr
+        assert f"{verdict} test_inner.py::{name}" in report, report
     # Each failure names the leaked process, and only it: never the forkserver or tracker.
     blamed = {int(pid) for pid in re.findall(r"process (\d+):", report)}
     assert blamed == set(pids[:5]), report
+
+_DASK_INNER = textwrap.dedent('''
+    import os, subprocess, sys
+    from pathlib import Path
+
+    import pytest
+
+    import manybrains as mb
+
+    LEAKED = Path(os.environ["LEAKED_PIDS"])
+    on_dask = pytest.mark.parametrize("backend", ["dask"], indirect=True)
+
+
+    @on_dask
+    def test_a_crashed_and_restarted_cluster_worker(pool):
+        before = set(pool.client.run(os.getpid).values())
+        with pytest.raises(mb.WorkerCrashed):
+            pool.submit(os._exit, 3).result(timeout=60)
+        pool.client.wait_for_workers(2, timeout=60)
+        after = set(pool.client.run(os.getpid).values())
+        assert after - before  # a new worker process, under a pid never seen before
+
+
+    @on_dask
+    def test_a_process_of_the_test_beside_the_cluster(pool):
+        assert pool.submit(abs, -1).result(timeout=30) == 1
+        nap = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        with LEAKED.open("a") as f:
+            f.write(f"{nap.pid}\\n")
+''')
+
+DASK_EXPECTED = {
+    "test_a_crashed_and_restarted_cluster_worker": "PASSED",
+    "test_a_process_of_the_test_beside_the_cluster": "ERROR",
+}
+
+
+@pytest.mark.timeout(120)
+def test_the_session_cluster_is_exempt_and_nothing_beside_it(tmp_path):
+    pytest.importorskip("distributed")
+    report, pids = _run_inner(tmp_path, _DASK_INNER)
+    for name, verdict in DASK_EXPECTED.items():
+        assert f"{verdict} test_inner.py::{name}" in report, report
+    blamed = {int(pid) for pid in re.findall(r"process (\d+):", report)}
+    assert blamed == set(pids), report  # the leaked nap, not a cluster worker old or new
