@@ -180,6 +180,19 @@ def test_a_crashing_item_fails_alone(work):
     assert "item 2 failed: WorkerCrashed" in result.stderr
 
 
+def test_a_crash_inside_a_large_chunk_fails_only_its_item(work):
+    # Tiny calls travel in chunks of hundreds by item 1500: the chunk that crashed runs
+    # again item by item, and the bar counts every item once.
+    lines = "".join("die\n" if i == 1500 else f"{i}\n" for i in range(2000))
+    result = manybrains("map", "userfns:crash_on_die", "-", "--workers", "2", "--progress",
+                        cwd=work, stdin=lines)
+    assert result.returncode == 1
+    assert [r["index"] for r in records(result.stdout)] == [i for i in range(2000) if i != 1500]
+    assert "item 1500 failed: WorkerCrashed" in result.stderr
+    assert "2000/2000" not in result.stderr  # stdin: no total, only a count
+    assert "2000" in result.stderr and "failed=1" in result.stderr
+
+
 def test_an_item_past_the_timeout_fails_alone(work):
     result = manybrains("map", "userfns:hang_on_slow", "--timeout", "0.5", cwd=work,
                         stdin="a\nslow\nb\n")

@@ -71,6 +71,41 @@ def test_map_timeout_bounds_the_whole_iteration_like_the_stdlib():
             list(results)
 
 
+def test_map_submits_every_call_before_it_is_iterated(tmp_path):
+    def touch(i: int) -> None:
+        (tmp_path / str(i)).touch()
+
+    with mb.ProcessPoolExecutor(2) as ex:
+        results = ex.map(touch, range(6))  # as the stdlib: nothing waits for the iteration
+        deadline = time.monotonic() + 10
+        while len(list(tmp_path.iterdir())) < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sorted(int(p.name) for p in tmp_path.iterdir()) == list(range(6))
+        assert list(results) == [None] * 6
+
+
+def test_an_error_of_the_input_is_raised_by_map_itself():
+    def items():
+        yield 1
+        raise LookupError("the input broke")
+
+    with mb.ProcessPoolExecutor(1) as ex, pytest.raises(LookupError, match="input broke"):
+        ex.map(square, items())
+
+
+def test_leaving_a_map_early_cancels_the_calls_not_started(tmp_path):
+    def slow_touch(i: int) -> int:
+        time.sleep(0.2)
+        (tmp_path / str(i)).touch()
+        return i
+
+    with mb.ProcessPoolExecutor(1) as ex:
+        results = ex.map(slow_touch, range(20))
+        assert next(results) == 0
+        results.close()
+    assert len(list(tmp_path.iterdir())) < 10  # the pool's exit waited for what had started
+
+
 def test_map_raises_the_task_error_at_its_position():
     with mb.ProcessPoolExecutor(2) as ex:
         results = ex.map(fail_on, range(6))
