@@ -81,7 +81,7 @@ def encode(kind: int, body: Any, header: Callable[[int], bytes]) -> Frame:
 # ---- in the caller ------------------------------------------------------------------------
 
 
-def decode(kind: int, body: bytes | memoryview, *, label: str, chunk: bool = False,
+def decode(kind: int, body: bytes | memoryview, label: str, chunk: bool = False,
            elapsed: float = 0.0) -> tuple[Any, BaseException | None]:
     """``(value, None)`` for a ``RESULT`` (a :class:`ChunkOutcome` if ``chunk``), else
     ``(None, the error to raise)``. ``label`` names the task in error messages."""

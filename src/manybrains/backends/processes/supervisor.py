@@ -351,8 +351,8 @@ class Supervisor:
             record = w.inflight.popleft()
             self._account(w, elapsed)
             self._observe(w, record, frame, elapsed)
-            self._settle(record, *_wire.decode(kind, body, label=record.label,
-                                               chunk=record.chunk, elapsed=elapsed))
+            value, error = _wire.decode(kind, body, record.label, record.chunk, elapsed)
+            self._settle(record, value, error)
             self._after_task(w, rss)
 
     def _on_ready_worker(self, w: WorkerSlot) -> None:
