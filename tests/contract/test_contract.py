@@ -32,7 +32,6 @@ from tasks import (
 )
 
 import manybrains as mb
-from manybrains.backends._base import Statistics, WorkerStats
 from manybrains.progress import ProgressSnapshot
 
 INLINE = "inline"
@@ -244,7 +243,7 @@ def test_a_failing_initializer_raises_initializer_failed_with_its_cause(make_poo
 
 def test_statistics_count_tasks_as_they_finish_and_fail(pool, backend):
     before = pool.statistics()
-    assert isinstance(before, Statistics) and before.backend == backend
+    assert isinstance(before, mb.Statistics) and before.backend == backend
     assert (before.submitted, before.done, before.failed) == (0, 0, 0)
     pool.map(square, range(20), chunksize=5)  # four tasks: a chunk counts once
     after_map = pool.statistics()
@@ -259,7 +258,7 @@ def test_statistics_count_tasks_as_they_finish_and_fail(pool, backend):
 def test_statistics_list_the_workers_and_what_each_did(pool, backend):
     pool.map(square, range(40), chunksize=5)
     stats = pool.statistics()
-    assert stats.workers and all(isinstance(w, WorkerStats) for w in stats.workers)
+    assert stats.workers and all(isinstance(w, mb.WorkerStats) for w in stats.workers)
     assert sum(w.tasks for w in stats.workers) == 8, stats.workers
     for worker in stats.workers:
         assert worker.name and worker.busy_s >= 0 and worker.idle_s >= 0
