@@ -90,13 +90,3 @@ def test_statistics_report_busy_time_per_thread():
         workers = pool.statistics().workers
     assert len(workers) == 2
     assert all(w.busy_s >= 0.09 and w.tasks == 1 for w in workers)
-
-
-def test_terminate_returns_without_waiting_for_running_calls():
-    pool = mb.Pool(2, backend="threads")
-    running = pool.submit(sleep_then, 0.8)
-    time.sleep(0.05)
-    started = time.monotonic()
-    pool.terminate()
-    assert time.monotonic() - started < 0.5
-    assert running.cancelled()

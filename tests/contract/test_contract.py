@@ -174,6 +174,19 @@ def test_shutdown_waits_for_submitted_work_and_is_idempotent(make_pool):
     pool.shutdown(wait=False)
 
 
+@pytest.mark.needs("cancel_running")
+def test_terminate_returns_at_once_and_cancels_running_work(make_pool, backend):
+    task = async_sleep_then if backend == "asyncio" else sleep_then
+    pool = make_pool(1)
+    running = pool.submit(task, 1.0)
+    time.sleep(0.2)  # let it start
+    started = time.monotonic()
+    pool.terminate()
+    assert time.monotonic() - started < 0.8
+    with pytest.raises(CancelledError):
+        running.result(timeout=5)
+
+
 def test_terminate_after_shutdown_does_nothing(make_pool):
     pool = make_pool(1)
     assert pool.submit(square, 2).result(timeout=30) == 4

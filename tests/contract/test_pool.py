@@ -132,7 +132,8 @@ def test_default_worker_count_is_the_usable_cpus():
 # ---- lifecycle ---------------------------------------------------------------------------------
 
 
-def test_terminate_stops_running_work_now():
+def test_terminate_kills_the_work_itself_not_only_its_future():
+    # a 30-second task: unless its worker is killed, the leak check would wait on it
     p = mb.Pool(1)
     running = p.submit(sleep_then, 30)
     time.sleep(0.3)
