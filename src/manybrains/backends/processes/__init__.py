@@ -1,8 +1,10 @@
 """The ``"processes"`` backend: worker processes on every core, supervised by one thread.
 
-The engine itself lives in :mod:`.supervisor` (start there: it opens with a diagram),
-the worker loop in :mod:`.worker`, their wire format in :mod:`.protocol` and the start-method
-policy in :mod:`.context`.
+The engine itself lives in :mod:`.supervisor` (start there: it opens with a diagram), the
+worker loop in :mod:`.worker`, their message headers in :mod:`.protocol` (the bodies are the
+shared wire, :mod:`manybrains.backends._wire`), worker start-up in :mod:`.startup`, the
+start-method policy in :mod:`.context` and :mod:`.template`, the workers' logs and prints in
+:mod:`.output`, and killing a worker with what it started in :mod:`.kill`.
 """
 
 from __future__ import annotations
