@@ -75,9 +75,10 @@ def unbounded() -> int:
     return sys.maxsize
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: that costs a microsecond on every map, however small
 class Plan:
-    """How one map runs: the seams its caller fills."""
+    """How one map runs: the seams its caller fills. ``on_failure`` runs in the consumer's
+    thread, before the stream goes on."""
 
     sizer: ChunkSizer
     submit: SubmitChunk
@@ -108,10 +109,15 @@ class Flow:
                  ) -> None:
         self._source = chunks(items, plan.sizer)
         self._plan = plan
+        self._sizer, self._submit, self._window = plan.sizer, plan.submit, plan.window
         self._ordered = ordered
         self.progress = progress
         self._finished: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._notify = notify or self._finished.put  # notify(seq): chunk seq finished
+        # wait(): block until a chunk finishes; its number. With no deadline (the common
+        # case) that is the queue's own get, not one call more per chunk.
+        self.wait: Callable[[], int] = (self._finished.get if plan.deadline is None
+                                        else self._wait_until_deadline)
         self._soft_exits = soft_exits
         self._inflight: dict[int, tuple[Future[ChunkOutcome], Sequence[Any]]] = {}
         self._buffered: dict[int, ChunkOutcome] = {}
@@ -121,7 +127,7 @@ class Flow:
     def fill(self) -> None:
         """Submit chunks until the window is full or the input ends."""
         while not self._exhausted and (len(self._inflight) + len(self._buffered)
-                                       < self._plan.window()):
+                                       < self._window()):
             try:
                 chunk = next(self._source, None)
             except Exception as exc:  # noqa: BLE001 - the input's own error, raised in its place
@@ -131,26 +137,21 @@ class Flow:
             if chunk is None:
                 self._exhausted = True
                 return
-            self._add(self._plan.submit(chunk), chunk)
+            self._add(self._submit(chunk), chunk)
 
     def step(self) -> ChunkOutcome | Step:
         """Fill the window; then the next outcome to yield, or what to do instead."""
         self.fill()
-        buffered = self._buffered
-        if buffered:
-            seq = self._emitted if self._ordered else next(iter(buffered))
-            if seq in buffered:
-                self._emitted += 1
-                return buffered.pop(seq)
-        return Step.WAIT if self._inflight else Step.DONE
+        seq = self._emitted if self._ordered else next(iter(self._buffered), -1)
+        outcome = self._buffered.pop(seq, None)
+        if outcome is None:
+            return Step.WAIT if self._inflight else Step.DONE
+        self._emitted += 1
+        return outcome
 
-    def wait(self) -> int:
-        """Block until a chunk finishes; its number. Past the plan's deadline: TimeoutError."""
-        timeout = self.remaining()
-        if timeout is None:
-            return self._finished.get()
+    def _wait_until_deadline(self) -> int:
         try:
-            return self._finished.get(timeout=timeout)
+            return self._finished.get(timeout=self.remaining())
         except queue.Empty:
             raise cf.TimeoutError from None
 
@@ -170,7 +171,7 @@ class Flow:
             if isinstance(outcome, _InputError):  # no call ran: nothing to learn or count
                 self._buffered[seq] = outcome
                 return
-            self._plan.sizer.record(len(outcome.values) + (outcome.error is not None),
+            self._sizer.record(len(outcome.values) + (outcome.error is not None),
                                     outcome.elapsed)
         self.progress.chunk_done(outcome)  # as chunks finish, not as they are yielded
         self._buffered[seq] = outcome
