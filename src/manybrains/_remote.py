@@ -47,10 +47,20 @@ def format_exception(exc: BaseException) -> str:
 
 def attach(exc: BaseException, tb: str) -> BaseException:
     """Chain the remote traceback onto ``exc`` and return it, ready to raise."""
+    _restore_exit_code(exc)
     cause = RemoteTraceback(tb)
     cause.__cause__ = exc.__cause__
     exc.__cause__ = cause
     return exc
+
+
+def _restore_exit_code(exc: BaseException) -> None:
+    # A pickler that rebuilds exceptions without calling __init__ (tblib's, which importing
+    # distributed installs for every exception type) leaves SystemExit.code None: uncaught,
+    # the task's SystemExit(4) would end the caller with status 0.
+    if isinstance(exc, SystemExit) and exc.code is None and exc.args:
+        # CPython's own rule; its stubs type code narrower than the tuple it sets for 2+ args
+        exc.code = exc.args[0] if len(exc.args) == 1 else exc.args  # type: ignore[assignment]
 
 
 def stand_in(exc: BaseException) -> RemoteError:

@@ -4,6 +4,7 @@ both rely on exactly these outcomes."""
 
 from __future__ import annotations
 
+import copyreg
 import pickle
 import threading
 from typing import Any
@@ -58,6 +59,22 @@ def test_a_raising_call_comes_back_as_its_own_exception_with_the_worker_tracebac
 def test_system_exit_belongs_to_the_task() -> None:
     kind, _, error = _round_trip((faults.raise_, (SystemExit(4),), {}, None, False))
     assert kind == _wire.ERROR and isinstance(error, SystemExit) and error.code == 4
+
+
+def _rebuild_without_init(kind: type[BaseException], args: tuple[Any, ...]) -> BaseException:
+    exc = kind.__new__(kind)
+    exc.args = args
+    return exc
+
+
+def test_system_exit_keeps_its_code_when_exceptions_are_rebuilt_without_init(monkeypatch
+                                                                             ) -> None:
+    # tblib's pickling support does this (importing distributed installs it process-wide).
+    monkeypatch.setitem(copyreg.dispatch_table, SystemExit,
+                        lambda e: (_rebuild_without_init, (type(e), e.args)))
+    assert pickle.loads(pickle.dumps(SystemExit(4))).code is None  # what it does alone
+    _, _, error = _round_trip((faults.raise_, (SystemExit(4),), {}, None, False))
+    assert isinstance(error, SystemExit) and error.code == 4
 
 
 def test_an_exception_that_cannot_travel_comes_back_as_a_stand_in() -> None:
