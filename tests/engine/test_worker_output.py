@@ -11,7 +11,7 @@ import threading
 import pytest
 
 import manybrains as mb
-from manybrains.backends.processes import output as _worker_output
+from manybrains.backends.processes import output
 
 LOGGER = "manybrains_test_app"
 
@@ -97,13 +97,13 @@ def test_a_worker_filters_its_records_before_sending_them(caplog, monkeypatch):
     # The parent would drop an INFO record too: count what crosses the pipe instead.
     caplog.set_level(logging.WARNING)
     crossed = []
-    deliver = _worker_output.deliver_log
+    deliver = output.deliver_log
 
     def counting(payload):
         crossed.append(logging.makeLogRecord(pickle.loads(payload)).getMessage())
         deliver(payload)
 
-    monkeypatch.setattr(_worker_output, "deliver_log", counting)
+    monkeypatch.setattr(output, "deliver_log", counting)
     with mb.Pool(1) as pool:
         pool.map(log_and_return_pid, range(2))
         assert pool.submit(_enabled_levels).result(timeout=10) == [False, False, True]
