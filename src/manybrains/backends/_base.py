@@ -12,6 +12,7 @@ task (``cancel`` reads it back). Each backend module has the same sections and e
 from __future__ import annotations
 
 import abc
+import itertools
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -114,6 +115,15 @@ class Counters:
         with self._lock:
             counts: dict[str, Any] = dict(self._counts)
         return Statistics(backend, **counts, **fields)
+
+
+_pool_numbers = itertools.count(1)
+
+
+def thread_prefix(kind: str) -> str:
+    """A name prefix for the threads of one pool, unique in this process: ``manybrains-thread-3``
+    (names are what a user sees in a debugger, ``threading.enumerate()`` and log records)."""
+    return f"manybrains-{kind}-{next(_pool_numbers)}"
 
 
 class Backend(abc.ABC):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,12 +27,10 @@ from typing import TYPE_CHECKING, Any
 from .._errors import InitializerFailed, check_open
 from .._future import TaskFuture, set_exception, set_result
 from .._task import DEFAULT_CONCURRENCY, AsyncCall, Task, run_chunk_async, run_task, unpickled
-from ._base import Backend, Counters, PoolOptions, Statistics, WorkerStats
+from ._base import Backend, Counters, PoolOptions, Statistics, WorkerStats, thread_prefix
 
 if TYPE_CHECKING:
     from ..options import Asyncio
-
-_names = itertools.count(1)
 
 # ---- the backend ------------------------------------------------------------------------
 
@@ -45,7 +42,6 @@ class AsyncioBackend(Backend):
 
     def start(self, options: PoolOptions[Asyncio]) -> None:
         self._options = options
-        self.capacity = options.workers
         self._concurrency = options.concurrency or DEFAULT_CONCURRENCY
         self._lock = threading.Lock()
         self._closed = False
@@ -54,12 +50,11 @@ class AsyncioBackend(Backend):
         self._clock = _BusyClock()
         self._abandoned = 0
         self.counters = Counters()
-        number = next(_names)
-        self._executor = ThreadPoolExecutor(options.workers,
-                                            thread_name_prefix=f"manybrains-asyncio-{number}")
+        prefix = thread_prefix("asyncio")
+        self._executor = ThreadPoolExecutor(options.workers, thread_name_prefix=prefix)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, daemon=True,
-                                        name=f"manybrains-asyncio-{number}-loop")
+                                        name=f"{prefix}-loop")
         self._thread.start()
 
     def submit(self, task: Task, *, timeout: float | None = None, retries: int = 0

@@ -16,7 +16,6 @@ place so the pool keeps its width. ``shutdown(wait=True)`` does not wait for aba
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from collections import deque
@@ -27,12 +26,10 @@ from typing import TYPE_CHECKING, Any
 from .._errors import InitializerFailed, check_open
 from .._future import TaskFuture, set_exception, set_result
 from .._task import Task, run_task
-from ._base import Backend, Counters, PoolOptions, Statistics, WorkerStats
+from ._base import Backend, Counters, PoolOptions, Statistics, WorkerStats, thread_prefix
 
 if TYPE_CHECKING:
     from ..options import Threads
-
-_names = itertools.count(1)
 
 # ---- the backend ------------------------------------------------------------------------
 
@@ -44,7 +41,6 @@ class ThreadBackend(Backend):
 
     def start(self, options: PoolOptions[Threads]) -> None:
         self._options = options
-        self.capacity = options.workers
         self._lock = threading.Lock()
         self._work_ready = threading.Condition(self._lock)  # wakes idle workers
         self._deadline_moved = threading.Condition(self._lock)  # wakes the deadline watcher
@@ -55,7 +51,7 @@ class ThreadBackend(Backend):
         self._broken: BaseException | None = None
         self._timed: set[_Job] = set()
         self._watcher: threading.Thread | None = None
-        self._prefix = f"manybrains-thread-{next(_names)}"
+        self._prefix = thread_prefix("thread")
         self.counters = Counters()
 
     def submit(self, task: Task, *, timeout: float | None = None, retries: int = 0

@@ -228,22 +228,7 @@ class Queue:
             self._items_acquire()
         else:
             self._acquire(self._items, _deadline(block, timeout), Empty)
-        index = self._index
-        self._get_lock_acquire()
-        try:
-            head = index[_HEAD]
-            if head == index[_TAIL]:  # a token without a record: the close signal
-                self._items_release()  # pass it on to the next reader
-                raise QueueClosed("the queue is closed and drained")
-            item = self._read_item(head)
-            if index[_WAITING]:
-                index[_WAITING] = 0
-                self._space.release()
-        finally:
-            self._get_lock_release()
-        if self._slots is not None:
-            self._slots.release()
-        return item
+        return self._take(1)[0]
 
     def get_nowait(self) -> Any:
         """``get(block=False)``."""

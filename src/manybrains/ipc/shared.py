@@ -17,6 +17,7 @@ import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from .items import ItemAccess
 from .segment import Segment, attach, new_name, unlink
 from .semaphore import Lock
 
@@ -101,7 +102,7 @@ class Value(_Shared):
         return f"<manybrains.Value {self.typecode!r} {self._obj.value!r}>"
 
 
-class Array(_Shared):
+class Array(ItemAccess, _Shared):
     """A fixed-size shared array: ``Array("d", 10)`` or ``Array("i", [1, 2, 3])``."""
 
     def __init__(self, typecode: str, size_or_initializer: int | Iterable[Any]) -> None:
@@ -123,14 +124,9 @@ class Array(_Shared):
             self._obj[index] += n
             return self._obj[index]
 
-    def __len__(self) -> int:
-        return len(self._obj)
-
-    def __getitem__(self, index: Any) -> Any:
-        return self._obj[index]
-
-    def __setitem__(self, index: Any, value: Any) -> None:
-        self._obj[index] = value
+    @property
+    def _items(self) -> Any:
+        return self._obj
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._obj[:])

@@ -18,13 +18,14 @@ import weakref
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .items import ItemAccess
 from .segment import Segment, attach, new_name, unlink
 
 if TYPE_CHECKING:
     import numpy as np
 
 
-class SharedArray:
+class SharedArray(ItemAccess):
     """A numpy array in shared memory: :meth:`zeros`, :meth:`empty` or :meth:`from_array`."""
 
     def __init__(self, segment: Segment, shape: tuple[int, ...], dtype: Any, *,
@@ -103,14 +104,9 @@ class SharedArray:
         """Size of the data in bytes."""
         return int(self.array.nbytes)
 
-    def __len__(self) -> int:
-        return len(self.array)
-
-    def __getitem__(self, index: Any) -> Any:
-        return self.array[index]
-
-    def __setitem__(self, index: Any, value: Any) -> None:
-        self.array[index] = value
+    @property
+    def _items(self) -> Any:
+        return self.array
 
     # ---- lifecycle ------------------------------------------------------------------------
 
