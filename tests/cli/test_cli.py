@@ -14,6 +14,7 @@ import pytest
 
 USER_MODULE = '''
 import os
+import sys
 import time
 
 def shout(text):
@@ -25,6 +26,11 @@ def shout(text):
 def crash_on_die(text):
     if text == "die":
         os._exit(3)
+    return text
+
+def exit_on_quit(text):
+    if text == "quit":
+        sys.exit(3)
     return text
 
 def hang_on_slow(text):
@@ -191,6 +197,17 @@ def test_a_crash_inside_a_large_chunk_fails_only_its_item(work):
     assert "item 1500 failed: WorkerCrashed" in result.stderr
     assert "2000/2000" not in result.stderr  # stdin: no total, only a count
     assert "2000" in result.stderr and "failed=1" in result.stderr
+
+
+@pytest.mark.parametrize("backend", ["processes", "threads", "inline"])
+def test_an_item_calling_sys_exit_fails_alone(work, backend):
+    # SystemExit raised by the function belongs to its item, as any other error: the run goes
+    # on and says the item failed, it does not end with the function's exit status.
+    result = manybrains("map", "userfns:exit_on_quit", "-", "--backend", backend, cwd=work,
+                        stdin="a\nquit\nb\n")
+    assert result.returncode == 1, result.stderr
+    assert [r["input"] for r in records(result.stdout)] == ["a", "b"]
+    assert "item 1 failed: SystemExit: 3" in result.stderr
 
 
 def test_an_item_past_the_timeout_fails_alone(work):

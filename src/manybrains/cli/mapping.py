@@ -94,7 +94,9 @@ def _written(fn: Callable[[Any], Any], index: int, item: Any) -> Written:
         if inspect.isawaitable(value):
             value = asyncio.run(_awaited(value))
         return json.dumps({"index": index, "input": item, "result": value}, ensure_ascii=False)
-    except Exception as exc:  # noqa: BLE001 - a failed item is reported, the run goes on
+    # SystemExit too: the function's sys.exit() ends its item, not the run. Ctrl-C still
+    # stops the run (KeyboardInterrupt is not caught).
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - reported, the run goes on
         return _error_record(index, item, exc)
 
 
