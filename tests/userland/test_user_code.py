@@ -13,7 +13,7 @@ under every start method and the default. What it must give is what the stdlib g
   under ``spawn``, which must re-run the script and says in one line how to fix it.
 
 Each program runs once per mode and start method (cached for the module); each case is its
-own test. Cases that the worker model does not give yet are marked in ``PENDING``.
+own test. Documented limits are strict xfails, listed in ``KNOWN_LIMITS``.
 """
 
 from __future__ import annotations
@@ -286,11 +286,11 @@ def _check(case: str, outcome: usercode.Outcome) -> None:
         assert value == expected, f"{case}: got {value!r}, want {expected!r}"
 
 
-# ---- what today's worker model does not give yet ---------------------------------------------
+# ---- documented limits ----------------------------------------------------------------------
 
-# "case/methods/modes": each part one name, a comma-separated list, or "*" for any.
-# The lead removes an entry once the worker model gives it.
-PENDING: set[str] = {
+# "case/methods/modes": each part one name, a comma-separated list, or "*" for any. Each entry
+# is a strict xfail: when the limit goes away, the test passes and says to remove the entry.
+KNOWN_LIMITS: set[str] = {
     # A documented limit, refused with an error that names the fix: a kernel runs threads,
     # so the default falls back to a forkserver, which a plain multiprocessing.Lock() (the
     # 'fork' context's, on Python < 3.14) cannot reach.
@@ -303,16 +303,18 @@ def _matches(test_id: str, pattern: str) -> bool:
                for name, part in zip(test_id.split("/"), pattern.split("/"), strict=True))
 
 
-def _pending(test_id: str) -> list[pytest.MarkDecorator]:
-    for pattern in PENDING:
+def _known_limit(test_id: str) -> list[pytest.MarkDecorator]:
+    for pattern in KNOWN_LIMITS:
         if _matches(test_id, pattern):
-            return [pytest.mark.xfail(strict=True, reason="pending: worker model")]
+            return [pytest.mark.xfail(strict=True, reason=(
+                "a kernel runs threads: forkserver workers cannot reach a default-context "
+                "multiprocessing lock (docs/worker-model.md)"))]
     return []
 
 
 def _params(cases: list[str], methods: list[str], modes: tuple[str, ...] | list[str]
             ) -> list[Any]:
-    return [pytest.param(c, m, o, id=f"{c}-{m}-{o}", marks=_pending(f"{c}/{m}/{o}"))
+    return [pytest.param(c, m, o, id=f"{c}-{m}-{o}", marks=_known_limit(f"{c}/{m}/{o}"))
             for o in modes for m in methods for c in cases]
 
 
