@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from ._arguments import ChunkSize
 from ._pool import Pool
@@ -58,9 +58,18 @@ def shutdown_default_pool() -> None:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def map(fn: Callable[..., R], *iterables: Iterable[Any], backend: str = DEFAULT_BACKEND,
+# An ``async def`` function's calls give what it returns once awaited (as on Pool).
+@overload
+def map(fn: Callable[..., Coroutine[Any, Any, R]], *iterables: Iterable[Any],
+        backend: str = ..., chunksize: ChunkSize = ..., timeout: float | None = ...,
+        retries: int | None = ..., progress: ProgressOption = ...) -> list[R]: ...
+@overload
+def map(fn: Callable[..., R], *iterables: Iterable[Any], backend: str = ...,
+        chunksize: ChunkSize = ..., timeout: float | None = ..., retries: int | None = ...,
+        progress: ProgressOption = ...) -> list[R]: ...
+def map(fn: Callable[..., Any], *iterables: Iterable[Any], backend: str = DEFAULT_BACKEND,
         chunksize: ChunkSize = "auto", timeout: float | None = None,
-        retries: int | None = None, progress: ProgressOption = False) -> list[R]:
+        retries: int | None = None, progress: ProgressOption = False) -> list[Any]:
     """``[fn(*xs) for xs in zip(*iterables)]``, in order, where ``fn`` runs best.
 
     ``fn`` may be a coroutine function: its calls are awaited concurrently.
@@ -69,17 +78,32 @@ def map(fn: Callable[..., R], *iterables: Iterable[Any], backend: str = DEFAULT_
                                      retries=retries, progress=progress)
 
 
-def imap(fn: Callable[[T], R], iterable: Iterable[T], *, ordered: bool = True,
+@overload
+def imap(fn: Callable[[T], Coroutine[Any, Any, R]], iterable: Iterable[T], *,
+         ordered: bool = ..., backend: str = ..., chunksize: ChunkSize = ...,
+         timeout: float | None = ..., retries: int | None = ...,
+         progress: ProgressOption = ...) -> Iterator[R]: ...
+@overload
+def imap(fn: Callable[[T], R], iterable: Iterable[T], *, ordered: bool = ...,
+         backend: str = ..., chunksize: ChunkSize = ..., timeout: float | None = ...,
+         retries: int | None = ..., progress: ProgressOption = ...) -> Iterator[R]: ...
+def imap(fn: Callable[[Any], Any], iterable: Iterable[Any], *, ordered: bool = True,
          backend: str = DEFAULT_BACKEND, chunksize: ChunkSize = "auto",
          timeout: float | None = None, retries: int | None = None,
-         progress: ProgressOption = False) -> Iterator[R]:
+         progress: ProgressOption = False) -> Iterator[Any]:
     """Lazily yield ``fn(x)`` for each ``x``; see :meth:`Pool.imap`."""
     return default_pool(backend).imap(fn, iterable, ordered=ordered, chunksize=chunksize,
                                       timeout=timeout, retries=retries, progress=progress)
 
 
-def submit(fn: Callable[..., R], /, *args: Any, backend: str = DEFAULT_BACKEND,
-           **kwargs: Any) -> Future[R]:
+@overload
+def submit(fn: Callable[..., Coroutine[Any, Any, R]], /, *args: Any, backend: str = ...,
+           **kwargs: Any) -> Future[R]: ...
+@overload
+def submit(fn: Callable[..., R], /, *args: Any, backend: str = ..., **kwargs: Any
+           ) -> Future[R]: ...
+def submit(fn: Callable[..., Any], /, *args: Any, backend: str = DEFAULT_BACKEND,
+           **kwargs: Any) -> Future[Any]:
     """Run ``fn(*args, **kwargs)`` in a shared pool; a ``concurrent.futures.Future``.
 
     ``backend``, ``timeout`` and ``retries`` are options, not passed to ``fn``.

@@ -32,6 +32,15 @@ def sync_calls(pool: mb.Pool) -> None:
     assert_type(pool.statistics().workers[0].busy_s, float)
 
 
+def module_level_calls() -> None:
+    assert_type(mb.submit(square, 2), Future[int])
+    assert_type(mb.submit(fetch, 2), Future[str])
+    assert_type(mb.map(square, [1]), list[int])
+    assert_type(mb.map(fetch, [1]), list[str])
+    assert_type(mb.imap(square, [1]), Iterator[int])
+    assert_type(mb.imap(fetch, [1]), Iterator[str])
+
+
 async def async_calls(pool: mb.Pool) -> None:
     assert_type(await pool.asubmit(fetch, 2), str)
     assert_type(await pool.asubmit(square, 2), int)
