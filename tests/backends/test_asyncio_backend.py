@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from concurrent.futures import CancelledError
+from typing import Any
 
 import pytest
 from tasks import sleep_then
@@ -43,7 +45,8 @@ def test_default_concurrency_is_100():
     assert _running["peak"] == 100
 
 
-def test_timeout_cancels_the_coroutine_itself():
+def _sleeper() -> tuple[Callable[[], Coroutine[Any, Any, None]], threading.Event]:
+    """A coroutine function that sleeps 5 s, and the event it sets when it is cancelled."""
     cancelled = threading.Event()
 
     async def slow() -> None:
@@ -53,6 +56,11 @@ def test_timeout_cancels_the_coroutine_itself():
             cancelled.set()
             raise
 
+    return slow, cancelled
+
+
+def test_timeout_cancels_the_coroutine_itself():
+    slow, cancelled = _sleeper()
     with mb.Pool(backend="asyncio") as pool:
         with pytest.raises(TimeoutError):
             pool.submit(slow, timeout=0.05).result(timeout=5)
@@ -61,15 +69,7 @@ def test_timeout_cancels_the_coroutine_itself():
 
 
 def test_future_cancel_cancels_a_running_coroutine():
-    cancelled = threading.Event()
-
-    async def slow() -> None:
-        try:
-            await asyncio.sleep(5)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
+    slow, cancelled = _sleeper()
     with mb.Pool(backend="asyncio") as pool:
         future = pool.submit(slow)
         time.sleep(0.05)
