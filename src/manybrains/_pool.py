@@ -3,14 +3,15 @@
 Everything here is written once over :class:`~manybrains.backends.Backend`: argument checks,
 chunking, ordered and unordered streaming, per-task timeouts and retries. The
 ``multiprocessing.Pool`` methods (``apply_async``, ``map_async``, ``close``, ...) live in
-:mod:`._multiprocessing_api`, over the same internals.
+:mod:`._multiprocessing_api` and the awaitable twins (``asubmit``, ``amap``, ``aimap``,
+``async with``) in :mod:`._async_pool`, over the same internals.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast, overload
@@ -26,6 +27,7 @@ from ._arguments import (
     positive_int,
     zip_args,
 )
+from ._async_pool import AsyncFn, AsyncPoolAPI
 from ._chunking import ChunkSizer, known_length, window
 from ._cpus import usable_cpus
 from ._errors import PoolClosed, SerializationError, as_encoding_error
@@ -38,7 +40,7 @@ from ._multiprocessing_api import (
     split_chunksize,
 )
 from ._serialize import PickledOnce
-from ._stream import Plan, astream, canceller, collect, stream, stream_chunks
+from ._stream import Plan, canceller, collect, stream, stream_chunks
 from ._task import DEFAULT_CONCURRENCY, AsyncCall, ChunkOutcome, Task, is_coroutine_function
 from .backends import get_backend, options_for
 from .backends._base import Backend, PoolOptions, Statistics
@@ -55,14 +57,12 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 R = TypeVar("R")
-# An ``async def`` function: the pool awaits its coroutine, so what a caller gets is R.
-AsyncFn = Callable[..., Coroutine[Any, Any, R]]
 
 # "auto" sends waiting work to threads or a loop with up to 256 calls in flight (its limit).
 _DEFAULT_CONCURRENCY = {"auto": 256}
 
 
-class Pool(MultiprocessingPoolAPI):
+class Pool(AsyncPoolAPI, MultiprocessingPoolAPI):
     """A pool of workers: processes by default, or threads, an event loop, the caller.
 
     Also a drop-in for ``multiprocessing.Pool``: ``Pool(processes, initializer, initargs,
@@ -189,24 +189,6 @@ class Pool(MultiprocessingPoolAPI):
         except SerializationError as error:
             raise as_its_cause(error) from error.__cause__
 
-    @overload
-    async def asubmit(self, fn: AsyncFn[R], /, *args: Any, timeout: float | None = None,
-                      retries: int | None = None, **kwargs: Any) -> R: ...
-    @overload
-    async def asubmit(self, fn: Callable[..., R], /, *args: Any, timeout: float | None = None,
-                      retries: int | None = None, **kwargs: Any) -> R: ...
-    async def asubmit(self, fn: Callable[..., Any], /, *args: Any,
-                      timeout: float | None = None, retries: int | None = None,
-                      **kwargs: Any) -> Any:
-        """``await`` the result of ``fn(*args, **kwargs)``; the event loop keeps running.
-
-        On ``"inline"`` the call runs in the caller, so it blocks the loop while it runs.
-        """
-        import asyncio
-
-        future = self.submit(fn, *args, timeout=timeout, retries=retries, **kwargs)
-        return await asyncio.wrap_future(future)
-
     def cancel(self, future: Future[Any]) -> bool:
         """Cancel ``future``'s task; a running one has its worker killed and replaced."""
         return self._backend.cancel(future)
@@ -295,45 +277,6 @@ class Pool(MultiprocessingPoolAPI):
                           chunksize=chunksize, timeout=timeout, retries=retries,
                           progress=progress)
 
-    @overload
-    async def amap(self, fn: AsyncFn[R], *iterables: Iterable[Any],
-                   chunksize: ChunkSize = "auto", timeout: float | None = None,
-                   retries: int | None = None, progress: ProgressOption = False) -> list[R]: ...
-    @overload
-    async def amap(self, fn: Callable[..., R], *iterables: Iterable[Any],
-                   chunksize: ChunkSize = "auto", timeout: float | None = None,
-                   retries: int | None = None, progress: ProgressOption = False) -> list[R]: ...
-    async def amap(self, fn: Callable[..., Any], *iterables: Iterable[Any],
-                   chunksize: ChunkSize = "auto", timeout: float | None = None,
-                   retries: int | None = None, progress: ProgressOption = False
-                   ) -> list[Any]:
-        """:meth:`map` for a coroutine: ``await pool.amap(fn, items)``, the loop keeps running."""
-        if not iterables:
-            raise TypeError("amap() needs at least one iterable")
-        items, star = zip_args(iterables)
-        results = self._aimap(fn, items, star=star, ordered=True, chunksize=chunksize,
-                              timeout=timeout, retries=retries, progress=progress)
-        return [value async for value in results]
-
-    @overload
-    def aimap(self, fn: Callable[[T], Coroutine[Any, Any, R]], iterable: Iterable[T], *,
-              ordered: bool = True, chunksize: ChunkSize = "auto",
-              timeout: float | None = None, retries: int | None = None,
-              progress: ProgressOption = False) -> AsyncIterator[R]: ...
-    @overload
-    def aimap(self, fn: Callable[[T], R], iterable: Iterable[T], *, ordered: bool = True,
-              chunksize: ChunkSize = "auto", timeout: float | None = None,
-              retries: int | None = None, progress: ProgressOption = False
-              ) -> AsyncIterator[R]: ...
-    def aimap(self, fn: Callable[[Any], Any], iterable: Iterable[Any], *,
-              ordered: bool = True, chunksize: ChunkSize = "auto",
-              timeout: float | None = None, retries: int | None = None,
-              progress: ProgressOption = False) -> AsyncIterator[Any]:
-        """:meth:`imap` for a coroutine: ``async for r in pool.aimap(fn, items)``."""
-        return self._aimap(fn, check_iterable(iterable), star=False, ordered=ordered,
-                           chunksize=chunksize, timeout=timeout, retries=retries,
-                           progress=progress)
-
     def _imap(self, fn: Callable[..., Any], items: Iterable[Any], *, star: bool, ordered: bool,
               chunksize: ChunkSize, timeout: float | None, retries: int | None,
               progress: ProgressOption = False) -> Iterator[Any]:
@@ -346,13 +289,6 @@ class Pool(MultiprocessingPoolAPI):
         plan = self._stream_plan(fn, items, star, chunksize, timeout, retries)
         return collect(stream_chunks(items, plan, ordered=True,
                                      progress=tracker(progress, known_length(items))))
-
-    def _aimap(self, fn: Callable[..., Any], items: Iterable[Any], *, star: bool, ordered: bool,
-               chunksize: ChunkSize, timeout: float | None, retries: int | None,
-               progress: ProgressOption = False) -> AsyncIterator[Any]:
-        plan = self._stream_plan(fn, items, star, chunksize, timeout, retries)
-        return astream(items, plan, ordered=ordered,
-                       progress=tracker(progress, known_length(items)))
 
     def _stream_plan(self, fn: Callable[..., Any], items: Iterable[Any], star: bool,
                      chunksize: ChunkSize, timeout: float | None, retries: int | None) -> Plan:
@@ -447,23 +383,10 @@ class Pool(MultiprocessingPoolAPI):
         self._check_running()
         return self
 
-    async def __aenter__(self) -> Pool:
-        self._check_running()
-        return self
-
     def _check_running(self) -> None:
         if self.closed:  # as multiprocessing's pool: a closed pool cannot be reused
             raise PoolClosed("this pool has been shut down and cannot be entered again; "
                              "create a new one")
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        import asyncio
-
-        if exc_type is None or issubclass(exc_type, Exception):
-            await asyncio.to_thread(self.shutdown, True)  # joining workers would block the loop
-        else:
-            self.terminate()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

@@ -26,8 +26,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("contract", ("backends._base", "backends._wire", "backends.__init__", "options",
                   "progress")),
     ("backends", ("backends",)),
-    ("pools", ("_stream", "_async_result", "_multiprocessing_api", "_pool", "_executor",
-               "_spawn", "insights")),
+    ("pools", ("_stream", "_async_result", "_multiprocessing_api", "_async_pool", "_pool",
+               "_executor", "_spawn", "insights")),
     ("user-facing", ("_api", "advisor", "integrations", "cli", "__main__", "__init__")),
 ]
 

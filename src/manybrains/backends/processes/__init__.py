@@ -3,8 +3,10 @@
 The engine itself lives in :mod:`.supervisor` (start there: it opens with a diagram), the
 worker loop in :mod:`.worker`, their message headers in :mod:`.protocol` (the bodies are the
 shared wire, :mod:`manybrains.backends._wire`), worker start-up in :mod:`.startup`, the
-start-method policy in :mod:`.context` and :mod:`.template`, the workers' logs and prints in
-:mod:`.output`, and killing a worker with what it started in :mod:`.kill`.
+start-method policy in :mod:`.context` and :mod:`.template`, which worker takes a task and
+when one is overdue in :mod:`.dispatch`, callers' commands to the supervisor in :mod:`.inbox`,
+the workers' logs and prints in :mod:`.output`, and killing a worker with what it started in
+:mod:`.kill`.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ them, else by value onto the worker's own ``__main__`` (:mod:`manybrains._mainsp
 module namespace per worker, as under the stdlib.
 
 Only this thread touches worker state, so there are no locks around it: other threads talk to
-it through ``inbox`` (a deque) and a byte on the wake pipe. It never polls and never sleeps:
+it through its :class:`~.inbox.Inbox` (a deque, and a byte on a pipe). It never polls or sleeps:
 ``multiprocessing.connection.wait`` returns when a worker answers, when one dies (its
 sentinel), when a deadline passes or when the caller has news.
 """
@@ -48,7 +48,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import os
 import signal
 import threading
 import time
@@ -71,17 +70,16 @@ from .._base import Counters, WorkerStats
 
 # inner_threads: a worker's first step; imported here, template workers find it loaded.
 from . import inner_threads, output, protocol  # noqa: F401
+from .dispatch import next_deadline, overdue, pick_worker
+from .inbox import Inbox
 from .kill import kill_tree
 from .startup import Startup
 from .state import EngineOptions, Record, WorkerSlot
 
 LOGGER = logging.getLogger("manybrains")
 
-# A second task is queued behind a running one only when it fits in the pipe's buffer (so the
-# send cannot block) and the worker's tasks are short (so it will not wait behind a long one
-# while another worker idles).
-_PREFETCH_BYTES = 32 * 1024
-_PREFETCH_MAX_SECONDS = 0.002
+
+
 class Supervisor:
     """Owns the worker processes of one pool; see the module docstring."""
 
@@ -90,10 +88,7 @@ class Supervisor:
     def __init__(self, options: EngineOptions) -> None:
         self._options = options
         self._startup = Startup(options)  # raises if the initializer cannot reach a worker
-        self._inbox: deque[tuple[str, Any]] = deque()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)
-        self._wake_lock = threading.Lock()  # the wake pipe is closed once, under this lock
+        self._inbox = Inbox()
         self._lock = threading.Lock()  # orders submit against shutdown in caller threads
         self._closed = False
         self._broken: BaseException | None = None
@@ -114,24 +109,24 @@ class Supervisor:
         with self._lock:
             check_open(self._closed, self._broken)
             self.counters.add("submitted")
-            self._post("submit", record)
+            self._inbox.post("submit", record)
 
     def cancel(self, record: Record, *, kill: bool) -> None:
         """Forget ``record`` if queued; if running and ``kill``, kill its worker."""
-        self._post("cancel", (record, kill))
+        self._inbox.post("cancel", (record, kill))
 
     def shutdown(self, *, wait: bool, cancel_futures: bool, kill: bool = False) -> None:
         """Stop accepting tasks; finish (or cancel, or kill) the rest; stop the workers."""
         with self._lock:
             self._closed = True
-            self._post("shutdown", (cancel_futures, kill))
+            self._inbox.post("shutdown", (cancel_futures, kill))
         if wait and threading.current_thread() is not self._thread:
             self._thread.join()
 
     @property
     def queued(self) -> int:
         """Tasks submitted and not yet sent to a worker."""
-        return len(self._pending) + sum(1 for c, _ in list(self._inbox) if c == "submit")
+        return len(self._pending) + self._inbox.count("submit")
 
     def worker_pids(self) -> list[int]:
         """Process ids of the current workers."""
@@ -145,14 +140,6 @@ class Supervisor:
                                  in_flight=len(w.inflight), pid=w.process.pid,
                                  serialize_s=w.pickling)
                      for w in list(self._workers.values()))
-
-    def _post(self, command: str, payload: Any) -> None:
-        self._inbox.append((command, payload))
-        with self._wake_lock:
-            if self._wake_w < 0:  # the supervisor has exited; nobody reads the inbox
-                return
-            with contextlib.suppress(BlockingIOError):  # full pipe: a wake-up is pending
-                os.write(self._wake_w, b"\0")
 
     # ---- the supervisor thread ----------------------------------------------------------
 
@@ -182,13 +169,14 @@ class Supervisor:
         self._dispatch()
         if self._finished():
             self._stop_idle_workers()
-        ready = wait(self._waitables(), timeout=self._next_deadline())
+        timeout = next_deadline(self._workers.values(), time.monotonic())
+        ready = wait(self._waitables(), timeout=timeout)
         for source in ready:
             self._on_ready(source)
         self._expire_deadlines()
 
     def _waitables(self) -> list[Any]:
-        sources: list[Any] = [self._wake_r]
+        sources: list[Any] = [self._inbox.wake_fd]
         for w in self._workers.values():
             sources.append(w.process.sentinel)
             if not w.conn.closed:
@@ -196,10 +184,8 @@ class Supervisor:
         return sources
 
     def _on_ready(self, source: Any) -> None:
-        if source == self._wake_r:
-            with contextlib.suppress(BlockingIOError):
-                os.read(self._wake_r, 65536)
-            return
+        if source == self._inbox.wake_fd:
+            return self._inbox.woken()
         for w in list(self._workers.values()):
             if source is w.conn:
                 self._receive(w)
@@ -209,8 +195,7 @@ class Supervisor:
     # ---- commands from callers ------------------------------------------------------------
 
     def _read_inbox(self) -> None:
-        while self._inbox:
-            command, payload = self._inbox.popleft()
+        for command, payload in self._inbox.drain():
             if command == "submit":
                 self._open[payload.id] = payload
                 self._pending.append(payload)
@@ -256,7 +241,7 @@ class Supervisor:
 
     def _dispatch(self) -> None:
         while self._pending and self._broken is None:
-            target = self._pick_worker(self._pending[0])
+            target = pick_worker(self._workers.values(), self._pending[0])
             if target is None:
                 return
             record = self._pending.popleft()
@@ -264,27 +249,6 @@ class Supervisor:
                 self._send(target, record)
             else:
                 self._open.pop(record.id, None)
-
-    def _pick_worker(self, record: Record) -> WorkerSlot | None:
-        """An idle ready worker; else one that can take the task without blocking our send."""
-        small = len(record.frame) <= _PREFETCH_BYTES
-        fallback = None
-        for w in self._workers.values():
-            if w.retiring or w.fate is not None or w.conn.closed:
-                continue
-            if not w.inflight and w.ready:
-                return w
-            if fallback is None and small and self._can_queue(w):
-                fallback = w
-        return fallback
-
-    @staticmethod
-    def _can_queue(w: WorkerSlot) -> bool:
-        # A starting worker reads its pipe only after its initializer; a busy one only after
-        # its task, which must be short, or the queued task would wait while others idle.
-        if not w.ready:
-            return not w.inflight
-        return len(w.inflight) == 1 and w.last_elapsed <= _PREFETCH_MAX_SECONDS
 
     def _claim(self, record: Record) -> bool:
         """False when the caller cancelled the task before it could start."""
@@ -432,24 +396,9 @@ class Supervisor:
             pid=w.process.pid, exitcode=w.process.exitcode))
 
     def _expire_deadlines(self) -> None:
-        now = time.monotonic()
-        for w in list(self._workers.values()):
-            head = w.inflight[0] if w.inflight else None
-            if head is None or w.fate is not None or head.timeout is None:
-                continue
-            if head.started is not None and now >= head.started + head.timeout:
-                self._kill(w, TimeoutError(
-                    f"{head.label} ran longer than its timeout of {head.timeout:g} s; "
-                    "its worker was killed and replaced"))
-
-    def _next_deadline(self) -> float | None:
-        deadlines = [w.inflight[0].started + w.inflight[0].timeout
-                     for w in self._workers.values()
-                     if w.inflight and w.fate is None and w.inflight[0].timeout is not None
-                     and w.inflight[0].started is not None]
-        if not deadlines:
-            return None
-        return max(0.0, min(deadlines) - time.monotonic())
+        for w, head in list(overdue(self._workers.values(), time.monotonic())):
+            self._kill(w, TimeoutError(f"{head.label} ran longer than its timeout of "
+                                       f"{head.timeout:g} s; its worker was killed and replaced"))
 
     def _kill(self, w: WorkerSlot, fate: BaseException) -> None:
         """Kill ``w`` and the processes it started; its sentinel then settles its tasks."""
@@ -504,10 +453,7 @@ class Supervisor:
         return sum(len(w.inflight) for w in self._workers.values())
 
     def _release(self) -> None:
-        with self._wake_lock:
-            os.close(self._wake_r)
-            os.close(self._wake_w)
-            self._wake_w = -1
+        self._inbox.close()
         for w in self._workers.values():
             w.conn.close()
         self._options.launch.release()  # no worker will start any more

@@ -1,0 +1,62 @@
+"""Which worker takes the next task, and which running task is past its deadline.
+
+Decisions over the supervisor's worker slots, kept apart from the supervisor's loop so that
+the policy reads in one place; only the supervisor thread calls them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from .state import Record, WorkerSlot
+
+# A second task is queued behind a running one only when it fits in the pipe's buffer (so the
+# send cannot block) and the worker's tasks are short (so it will not wait behind a long one
+# while another worker idles).
+PREFETCH_BYTES = 32 * 1024
+PREFETCH_MAX_SECONDS = 0.002
+
+
+def pick_worker(workers: Iterable[WorkerSlot], record: Record) -> WorkerSlot | None:
+    """An idle ready worker; else one that can take the task without blocking the send."""
+    small = len(record.frame) <= PREFETCH_BYTES
+    fallback = None
+    for w in workers:
+        if w.retiring or w.fate is not None or w.conn.closed:
+            continue
+        if not w.inflight and w.ready:
+            return w
+        if fallback is None and small and _can_queue(w):
+            fallback = w
+    return fallback
+
+
+def _can_queue(w: WorkerSlot) -> bool:
+    # A starting worker reads its pipe only after its initializer; a busy one only after its
+    # task, which must be short, or the queued task would wait while others idle.
+    if not w.ready:
+        return not w.inflight
+    return len(w.inflight) == 1 and w.last_elapsed <= PREFETCH_MAX_SECONDS
+
+
+def overdue(workers: Iterable[WorkerSlot], now: float) -> Iterator[tuple[WorkerSlot, Record]]:
+    """The workers whose running task has passed its timeout, with that task."""
+    for w, head, deadline in _deadlines(workers):
+        if now >= deadline:
+            yield w, head
+
+
+def next_deadline(workers: Iterable[WorkerSlot], now: float) -> float | None:
+    """Seconds until the first running task's timeout passes; None when none has one."""
+    deadlines = [deadline for _, _, deadline in _deadlines(workers)]
+    return max(0.0, min(deadlines) - now) if deadlines else None
+
+
+def _deadlines(workers: Iterable[WorkerSlot]) -> Iterator[tuple[WorkerSlot, Record, float]]:
+    # Only a task known to have started has a clock (the worker may still be starting), and
+    # a worker already being killed has its fate decided.
+    for w in workers:
+        head = w.inflight[0] if w.inflight else None
+        if head is None or w.fate is not None or head.timeout is None or head.started is None:
+            continue
+        yield w, head, head.started + head.timeout
