@@ -33,11 +33,14 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterat
 from concurrent.futures import Future
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._chunking import ChunkSizer, chunks
 from ._task import ChunkOutcome
 from .progress import NO_PROGRESS, Tracker
+
+if TYPE_CHECKING:
+    import asyncio
 
 SubmitChunk = Callable[[Sequence[Any]], "Future[ChunkOutcome]"]
 # abort(futures, kill): stop the chunks left behind by an early exit; kill: running ones too
@@ -259,12 +262,25 @@ async def astream(items: Iterable[Any], plan: Plan, *, ordered: bool,
     with progress, flow:
         while (step := flow.step()) is not Step.DONE:
             if step is Step.WAIT:
-                flow.settle(await asyncio.wait_for(finished.get(), flow.remaining()))
+                flow.settle(await _finished_chunk(finished, flow.remaining()))
                 continue
             for value in step.values:
                 yield value
             if step.error is not None:
                 raise step.error
+
+
+async def _finished_chunk(finished: asyncio.Queue[int], timeout: float | None) -> int:
+    """The next chunk that finished; the sync driver's TimeoutError once the deadline passes."""
+    import asyncio
+
+    if timeout is None:
+        return await finished.get()
+    try:
+        seq: int = await asyncio.wait_for(finished.get(), timeout)
+    except asyncio.TimeoutError:  # before Python 3.11, not concurrent.futures' TimeoutError
+        raise cf.TimeoutError from None
+    return seq
 
 
 def collect(outcomes: Generator[ChunkOutcome, None, None]) -> list[Any]:
