@@ -38,6 +38,13 @@ class TaskFuture(Future[Any], Generic[H]):
                 LOGGER.exception("a done-callback of %r raised", self)
 
 
+def handle_of(future: Future[Any], kind: type[H]) -> H | None:
+    """``future``'s handle when it is a :class:`TaskFuture` carrying a ``kind``; else None
+    (a plain future, or one of another backend: ``"auto"`` asks each of its engines)."""
+    handle = future.handle if isinstance(future, TaskFuture) else None
+    return handle if isinstance(handle, kind) else None
+
+
 def set_result(future: Future[Any], value: Any) -> None:
     """Resolve ``future`` unless the caller cancelled it meanwhile."""
     with contextlib.suppress(InvalidStateError):  # cancelled by its owner meanwhile

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._errors import InitializerFailed, check_open
-from .._future import TaskFuture, set_exception, set_result
+from .._future import TaskFuture, handle_of, set_exception, set_result
 from .._task import DEFAULT_CONCURRENCY, AsyncCall, Task, run_chunk_async, run_task, unpickled
 from ._base import Backend, Counters, PoolOptions, Statistics, WorkerStats, thread_prefix
 
@@ -69,8 +69,7 @@ class AsyncioBackend(Backend):
         return future
 
     def cancel(self, future: Future[Any]) -> bool:
-        if not isinstance(future, TaskFuture) or not isinstance(future.handle, _Job) or (
-                future.done() and not future.cancelled()):
+        if handle_of(future, _Job) is None or (future.done() and not future.cancelled()):
             return False
         future.cancel()  # _on_done cancels the coroutine in the loop
         return True
@@ -173,8 +172,8 @@ class AsyncioBackend(Backend):
     def _on_done(self, future: Future[Any]) -> None:
         if not future.cancelled():
             return
-        job = future.handle if isinstance(future, TaskFuture) else None
-        if isinstance(job, _Job):
+        job = handle_of(future, _Job)
+        if job is not None:
             with contextlib.suppress(RuntimeError):  # a closed loop runs nothing any more
                 self._loop.call_soon_threadsafe(job.stop)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._errors import InitializerFailed, check_open
-from .._future import TaskFuture, set_exception, set_result
+from .._future import TaskFuture, handle_of, set_exception, set_result
 from .._task import Task, run_task
 from ._base import Backend, Counters, PoolOptions, Statistics, WorkerStats, thread_prefix
 
@@ -66,8 +66,8 @@ class ThreadBackend(Backend):
         return future
 
     def cancel(self, future: Future[Any]) -> bool:
-        job = future.handle if isinstance(future, TaskFuture) else None
-        if not isinstance(job, _Job) or (future.done() and not future.cancelled()):
+        job = handle_of(future, _Job)
+        if job is None or (future.done() and not future.cancelled()):
             return False
         future.cancel()
         with self._lock:

@@ -147,11 +147,10 @@ def _label(task_id: int, task: Task) -> str:
 
 def _record(future: Future[Any]) -> Record | None:
     """The engine's record of the task behind ``future``; None for another backend's."""
-    from ..._future import TaskFuture
+    from ..._future import handle_of
     from .state import Record
 
-    handle = future.handle if isinstance(future, TaskFuture) else None
-    return handle if isinstance(handle, Record) else None
+    return handle_of(future, Record)
 
 
 @atexit.register
