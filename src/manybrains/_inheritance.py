@@ -10,9 +10,11 @@ starts its processes the same way, so these work in ``initargs=`` of ``Pool`` an
   start request, and a lock made by the default (``fork``) context, which has no name and
   exists only in memory the child inherits, is handed over by its address: a template is a
   copy of the parent, so the memory is there if the lock existed when it was forked;
-- under ``spawn`` and ``forkserver`` a lock made by the default context cannot be reached
-  (no name, no inherited memory): the error says to make it from
-  ``multiprocessing.get_context("spawn")`` (or ``"forkserver"``), or to use ``mb.Lock``.
+- under ``spawn`` and ``forkserver`` a lock made by the default (``fork``) context cannot be
+  reached (no name, no inherited memory), nor by a template forked before the lock was made:
+  pickling it raises :class:`NotInherited`, whose message says what to do. The default start
+  method never gets that far where the stdlib would fork: it forks too (see
+  :func:`manybrains.backends.processes.context.choose`).
 
 As task arguments they are refused, as by the stdlib; ``mb.Lock``, ``mb.Queue``, ``mb.Value``
 and ``mb.Array`` travel anywhere, task arguments included.
@@ -30,17 +32,19 @@ Ranges = list[tuple[int, int]]
 
 
 @contextlib.contextmanager
-def starting(inherited_memory: Ranges | None, kept: object = None) -> Iterator[None]:
+def starting(inherited_memory: Ranges | None, kept: object = None, method: str | None = None
+             ) -> Iterator[None]:
     """Within the block, pickle for a process being started.
 
     ``inherited_memory``: the semaphore mappings the new process inherits (a template's),
     or None when it inherits none. ``kept``: an object the new process inherits as it is
-    (see :func:`inherit`): it is pickled as a reference to that copy.
+    (see :func:`inherit`): it is pickled as a reference to that copy. ``method``: the start
+    method of the new process, for the advice of a refusal.
     """
     from multiprocessing.context import get_spawning_popen, set_spawning_popen
 
     previous = getattr(_local, "start", None)
-    _local.start = (inherited_memory, kept)
+    _local.start = (inherited_memory, kept, method)
     stand_in = get_spawning_popen() is None
     if stand_in:  # the stdlib checks that a process is being started; one is, by us
         set_spawning_popen(_Collector())  # type: ignore[arg-type]
@@ -105,26 +109,38 @@ def reduce_kept(obj: Any) -> Any:
     return NotImplemented
 
 
+class NotInherited(TypeError):
+    """A ``multiprocessing`` lock of the ``fork`` context cannot reach the process starting.
+
+    Only a process forked from one that holds the lock (the parent, or a template forked
+    after the lock was made) can use it; the message says what to do instead.
+    """
+
+
 def reduce_semlock(lock: Any) -> Any:
     """How a ``multiprocessing`` SemLock travels to a starting process, or NotImplemented."""
     start = getattr(_local, "start", None)
     semlock = lock._semlock
     if start is None or semlock.name is not None:
         return NotImplemented  # the stdlib's way: refused, or opened by name
-    inherited = start[0]
+    inherited, method = start[0], start[2]
+    kind = type(lock).__name__
     if inherited is None:
-        raise TypeError(
-            f"this multiprocessing {type(lock).__name__} was made by the default 'fork' "
-            "context, so the pool's workers, started by a forkserver or spawn (as in a "
-            "program that runs other threads, like a Jupyter kernel), cannot reach it: make "
-            "it with multiprocessing.get_context('forkserver'), or use mb.Lock / mb.Queue / "
-            "mb.Value, which travel anywhere")
+        context = method if method in ("forkserver", "spawn") else "forkserver"
+        raise NotInherited(
+            f"this is, or holds, a multiprocessing {kind} of the 'fork' context "
+            "(multiprocessing's default on Linux before Python 3.14), which only a forked "
+            "process can inherit, and these processes are started by "
+            f"{method or 'a forkserver or spawn'} (multiprocessing refuses it there too): "
+            f"make it with multiprocessing.get_context({context!r}), use mb.Lock / mb.Queue "
+            "/ mb.Value, which travel anywhere, or pass start_method='fork'")
     if not any(low <= semlock.handle < high for low, high in inherited):
-        raise TypeError(
-            f"this multiprocessing {type(lock).__name__} was made after the process that "
-            "starts this pool's workers (a template, made while the program ran one "
-            "thread) was forked, so they cannot inherit it: make it before the first "
-            "pool, or use mb.Lock / mb.Queue / mb.Value, which travel anywhere")
+        raise NotInherited(
+            f"this is, or holds, a multiprocessing {kind} of the 'fork' context that was "
+            "made after the process that starts these processes (a template, made while the "
+            "program ran one thread) was forked, so they cannot inherit it: make it before "
+            "the first pool, or with multiprocessing.get_context('forkserver'), use mb.Lock "
+            "/ mb.Queue / mb.Value, which travel anywhere, or pass start_method='fork'")
     state = (semlock.handle, semlock.kind, semlock.maxvalue, None)
     return (_rebuild_semlock, (type(lock), state))
 

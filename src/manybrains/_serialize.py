@@ -116,6 +116,8 @@ def _explain(exc: BaseException, parts: Iterable[tuple[str, object]]) -> str:
 
 def _advice(exc: BaseException) -> str:
     said = f"{type(exc).__name__}: {exc}."
+    if isinstance(exc, _inheritance.NotInherited):  # its message says what to do
+        return said
     if "through inheritance" in str(exc):  # a multiprocessing primitive as a task argument
         return (f"{said} A multiprocessing lock, queue or value reaches pool workers in two "
                 "ways: pass it in the pool's initargs= (the initializer can keep it in a "

@@ -46,7 +46,8 @@ def spawn(fn: Any, /, *args: Any, start_method: str | BaseContext | None = None,
     if not callable(fn):
         raise TypeError(f"expected a callable, got {type(fn).__name__}: {fn!r}")
     call = Kept((fn, args, kwargs))
-    launch = choose(start_method, keep=call)  # a fresh template keeps the call: inherited
+    # A fresh template keeps the call: inherited. What cannot reach a forkserver forks.
+    launch = choose(start_method, keep=call, parts=lambda: _parts(fn, args, kwargs))
     try:
         return _start(launch, call)
     except BaseException:

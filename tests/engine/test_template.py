@@ -120,15 +120,18 @@ def test_initializer_arguments_are_inherited_not_pickled():
 
 
 def test_a_stdlib_lock_made_after_the_template_is_refused_with_the_fix():
+    # Where multiprocessing would fork, so do the workers (tests/engine/
+    # test_start_method_choice.py); where it would spawn, both refuse a 'fork' lock.
     found = run("""
         import json, threading, multiprocessing, manybrains as mb
         def init(lock):
             pass
+        multiprocessing.set_start_method("spawn")
         mb.map(abs, [1])  # keeps a template; the thread below makes later pools reuse it
         stop = threading.Event()
         thread = threading.Thread(target=stop.wait)
         thread.start()
-        lock = multiprocessing.Lock()  # after the template was forked
+        lock = multiprocessing.get_context("fork").Lock()  # after the template was forked
         try:
             mb.Pool(2, initializer=init, initargs=(lock,)).shutdown()
             found = "accepted"

@@ -73,8 +73,10 @@ def test_join_does_not_deadlock_on_a_big_result(start_method):
 
 
 def test_unpicklable_argument_fails_at_spawn_naming_it():
+    # Under forkserver: by default a program with threads forks instead, as the stdlib's
+    # fork Process would (tests/engine/test_start_method_choice.py).
     with pytest.raises(mb.SerializationError, match="positional argument 1"):
-        mb.spawn(print, 1, threading.Lock())
+        mb.spawn(print, 1, threading.Lock(), start_method="forkserver")
 
 
 def test_unpicklable_result_fails_in_result():

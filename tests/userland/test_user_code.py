@@ -290,12 +290,9 @@ def _check(case: str, outcome: usercode.Outcome) -> None:
 
 # "case/methods/modes": each part one name, a comma-separated list, or "*" for any. Each entry
 # is a strict xfail: when the limit goes away, the test passes and says to remove the entry.
-KNOWN_LIMITS: set[str] = {
-    # A documented limit, refused with an error that names the fix: a kernel runs threads,
-    # so the default falls back to a forkserver, which a plain multiprocessing.Lock() (the
-    # 'fork' context's, on Python < 3.14) cannot reach.
-    "stdlib_initargs_pool,stdlib_initargs_executor,stdlib_spawn_args/default,template/notebook",
-}
+# None now: a kernel runs threads, and a plain multiprocessing.Lock() (the 'fork' context's,
+# on Python < 3.14) cannot reach a forkserver; the workers are forked then, as the stdlib's are.
+KNOWN_LIMITS: set[str] = set()
 
 
 def _matches(test_id: str, pattern: str) -> bool:
@@ -307,8 +304,7 @@ def _known_limit(test_id: str) -> list[pytest.MarkDecorator]:
     for pattern in KNOWN_LIMITS:
         if _matches(test_id, pattern):
             return [pytest.mark.xfail(strict=True, reason=(
-                "a kernel runs threads: forkserver workers cannot reach a default-context "
-                "multiprocessing lock (docs/worker-model.md)"))]
+                f"a documented limit ({pattern}): see KNOWN_LIMITS and docs/worker-model.md"))]
     return []
 
 

@@ -56,7 +56,9 @@ class ProcessBackend(Backend):
         self._options = own = options.own
         # A fresh template keeps the initializer and initargs: its workers inherit them.
         keep = Kept((options.initializer, options.initargs))
-        self._launch = launch = choose(own.start_method, keep=keep)
+        self._launch = launch = choose(own.start_method, keep=keep, parts=lambda: [
+            ("the initializer", options.initializer),
+            *((f"initargs[{i}]", a) for i, a in enumerate(options.initargs))])
         self._arena = Arena()  # shared memory for big array arguments, reused across tasks
         try:
             self._supervisor = self._supervise(options, launch)

@@ -6,6 +6,13 @@ while it ran a single thread (see :mod:`.template`), as fast as ``fork`` and as 
 ``forkserver`` (Python 3.14's default): it never copies a parent that may hold locks in
 other threads, and its server preloads the worker module. ``spawn`` is the default where
 neither exists; ``fork``, ``forkserver`` and ``spawn`` are available on request.
+
+One rule bends that policy: manybrains never refuses what the stdlib's pool would accept. When
+what the workers start with (a pool's initializer and initargs, ``spawn``'s call) reaches a
+forkserver, or a template forked earlier, only by inheritance (a ``multiprocessing.Queue()``
+of the ``fork`` context, an object that cannot be pickled), and multiprocessing would fork
+here (its start method is ``fork``: Linux before Python 3.14, or ``set_start_method``), the
+workers are forked, as multiprocessing's are, and ``start_method_why`` says why.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import multiprocessing
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.context import BaseContext
 from typing import TYPE_CHECKING, Any
 
@@ -57,18 +64,23 @@ class Launch:
         self.release = release  # call once no process will be started any more
 
 
-def choose(start_method: str | BaseContext | None, keep: object = None) -> Launch:
+Parts = Callable[[], Iterable[tuple[str, object]]]
+
+
+def choose(start_method: str | BaseContext | None, keep: object = None,
+           parts: Parts | None = None) -> Launch:
     """The way to start processes for ``start_method`` (a name, a context, or None).
 
     ``keep``: what every process started needs (a pool's initializer and initargs); a fresh
-    template holds it, and its processes inherit it instead of unpickling a copy.
+    template holds it, and its processes inherit it instead of unpickling a copy. ``parts``:
+    its named pieces (``"initargs[0]"``, ...), to say which one made the processes fork.
     """
     _refuse_nested_start()
     if isinstance(start_method, BaseContext):
         return _stdlib_launch(start_method, "the context passed in")
     method = start_method or default_start_method()
     if method == "template":
-        return _template_launch(explicit=start_method is not None, keep=keep)
+        return _template_launch(explicit=start_method is not None, keep=keep, parts=parts)
     if method not in multiprocessing.get_all_start_methods():
         choices = ", ".join(map(repr, available_start_methods()))
         raise ValueError(f"start_method={method!r} is not available here; choose one of "
@@ -95,7 +107,7 @@ def _refuse_nested_start() -> None:
             "default start method, which never re-runs the script")
 
 
-def _template_launch(*, explicit: bool, keep: object) -> Launch:
+def _template_launch(*, explicit: bool, keep: object, parts: Parts | None) -> Launch:
     if not sys.platform.startswith("linux"):
         if explicit:
             raise ValueError("start_method='template' needs Linux; choose 'spawn'")
@@ -104,12 +116,78 @@ def _template_launch(*, explicit: bool, keep: object) -> Launch:
 
     found, reason = template.acquire(keep=keep)
     if found is None:
-        return _stdlib_launch(multiprocessing.get_context("forkserver"), reason)
-    launch = Launch(template.TemplateContext(found), reason, found.release)
-    launch.inherited_globals = found.snapshot
-    launch.inherited_memory = found.semaphores
-    launch.kept = found.kept if found.kept is keep else None
-    return launch
+        launch = _stdlib_launch(multiprocessing.get_context("forkserver"), reason)
+        no_template = (f"{threading.active_count()} threads run in this process and no "
+                       "template was made before they started")
+    else:
+        launch = Launch(template.TemplateContext(found), reason, found.release)
+        launch.inherited_globals = found.snapshot
+        launch.inherited_memory = found.semaphores
+        launch.kept = found.kept if found.kept is keep else None
+        no_template = "the template in use was forked without it"
+    if keep is None or launch.kept is keep or stdlib_start_method() != "fork":
+        return launch  # inherited by a fresh template; or refused, as multiprocessing would
+    culprit = _only_inherited(launch, keep, parts)
+    if culprit is None:
+        return launch
+    launch.release()
+    return _stdlib_launch(multiprocessing.get_context("fork"), (
+        f"forked, as multiprocessing's start method here ('fork') does: {culprit}, and no "
+        f"template can hand it over ({no_template})"))
+
+
+def stdlib_start_method() -> str:
+    """The start method of multiprocessing's default context, read without fixing it.
+
+    ``get_start_method()`` and ``get_context()`` would fix it, and the program's own
+    ``set_start_method()`` would then fail. The first of ``get_all_start_methods()`` is the
+    default: ``fork`` on Linux up to Python 3.13, ``forkserver`` from 3.14.
+    """
+    chosen: str | None = multiprocessing.get_start_method(allow_none=True)
+    return chosen or multiprocessing.get_all_start_methods()[0]
+
+
+def _only_inherited(launch: Launch, keep: object, parts: Parts | None) -> str | None:
+    """What in ``keep`` ``launch`` cannot hand to a process but ``fork`` would, described;
+    None when all of it travels."""
+    failure = _trial_pickle(launch, keep)
+    if failure is None:
+        return None
+    name = "what the processes start with"
+    for part_name, part in parts() if parts is not None else ():
+        part_failure = _trial_pickle(launch, part)
+        if part_failure is not None:
+            name, failure = f"{part_name} ({type(part).__qualname__})", part_failure
+            break
+    from ..._inheritance import NotInherited
+
+    if isinstance(failure, NotInherited):
+        return (f"{name} holds a multiprocessing lock of the 'fork' context, which only a "
+                "forked process inherits")
+    said = f"{type(failure).__name__}: {failure}"
+    if len(said) > 160:
+        said = said[:157] + "..."
+    return f"{name} cannot be pickled ({said}); a forked process inherits it as it is"
+
+
+def _trial_pickle(launch: Launch, obj: object) -> BaseException | None:
+    """Why ``obj`` cannot be pickled for a process ``launch`` starts; None if it can."""
+    from ..._serialize import PROTOCOL, Pickler
+    from ...ipc.autoshare import no_sharing
+
+    try:
+        with starting(launch), no_sharing():  # big arrays are not shared for a trial
+            Pickler(_Discard(), protocol=PROTOCOL).dump(obj)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a __reduce__ may raise anything
+        return exc
+    return None
+
+
+class _Discard:
+    """A file that forgets what is written to it: a trial pickle needs no bytes."""
+
+    def write(self, data: Any) -> int:
+        return len(memoryview(data))
 
 
 def hold_template(start_method: str | BaseContext | None) -> Template | None:
@@ -133,7 +211,7 @@ def starting(launch: Launch) -> Iterator[None]:
     _starting.active = True
     try:
         with _mainspace.sending_to(launch.inherited_globals), \
-                _inheritance.starting(launch.inherited_memory, launch.kept):
+                _inheritance.starting(launch.inherited_memory, launch.kept, launch.method):
             yield
     finally:
         _starting.active = False
