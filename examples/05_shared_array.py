@@ -19,7 +19,7 @@ def fill(image: mb.SharedArray, row: int) -> int:
 
 if __name__ == "__main__":
     with mb.SharedArray.zeros((8, 5), dtype="int64") as image, mb.Pool(2) as pool:
-        pids = pool.map(fill, [image] * 8, range(8), chunksize=1)
+        pids = pool.starmap(fill, [(image, row) for row in range(8)], chunksize=1)
         print(np.asarray(image))
         print(f"{len(set(pids))} worker processes wrote 8 rows; row sums: "
               f"{np.asarray(image).sum(axis=1).tolist()}")

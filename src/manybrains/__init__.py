@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from ._remote import RemoteTraceback as RemoteTraceback
     from ._spawn import Handle as Handle
     from ._spawn import spawn as spawn
+    from ._stream import ResultIterator as ResultIterator
     from .advisor import Advice as Advice
     from .backends._base import Statistics as Statistics
     from .backends._base import WorkerStats as WorkerStats
@@ -64,6 +65,7 @@ _EXPORTS = {
     "advise": "._api",
     "Advice": ".advisor",
     "AsyncResult": "._async_result",
+    "ResultIterator": "._stream",
     "default_pool": "._api",
     "imap": "._api",
     "map": "._api",

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import Future
 from typing import Any, TypeVar, overload
 
 from ._arguments import ChunkSize
 from ._pool import Pool
+from ._stream import ResultIterator
 from .advisor import Advice
 from .advisor import advise as _advise
 from .progress import ProgressOption
@@ -74,23 +75,29 @@ def map(fn: Callable[..., Any], *iterables: Iterable[Any], backend: str = DEFAUL
 
     ``fn`` may be a coroutine function: its calls are awaited concurrently.
     """
-    return default_pool(backend).map(fn, *iterables, chunksize=chunksize, timeout=timeout,
-                                     retries=retries, progress=progress)
+    if not iterables:
+        raise TypeError("map() needs at least one iterable")
+    pool = default_pool(backend)
+    if len(iterables) == 1:
+        return pool.map(fn, iterables[0], chunksize, timeout=timeout, retries=retries,
+                        progress=progress)
+    return pool.starmap(fn, zip(*iterables, strict=False), chunksize, timeout=timeout,
+                        retries=retries, progress=progress)
 
 
 @overload
 def imap(fn: Callable[[T], Coroutine[Any, Any, R]], iterable: Iterable[T], *,
          ordered: bool = ..., backend: str = ..., chunksize: ChunkSize = ...,
          timeout: float | None = ..., retries: int | None = ...,
-         progress: ProgressOption = ...) -> Iterator[R]: ...
+         progress: ProgressOption = ...) -> ResultIterator[R]: ...
 @overload
 def imap(fn: Callable[[T], R], iterable: Iterable[T], *, ordered: bool = ...,
          backend: str = ..., chunksize: ChunkSize = ..., timeout: float | None = ...,
-         retries: int | None = ..., progress: ProgressOption = ...) -> Iterator[R]: ...
+         retries: int | None = ..., progress: ProgressOption = ...) -> ResultIterator[R]: ...
 def imap(fn: Callable[[Any], Any], iterable: Iterable[Any], *, ordered: bool = True,
          backend: str = DEFAULT_BACKEND, chunksize: ChunkSize = "auto",
          timeout: float | None = None, retries: int | None = None,
-         progress: ProgressOption = False) -> Iterator[Any]:
+         progress: ProgressOption = False) -> ResultIterator[Any]:
     """Lazily yield ``fn(x)`` for each ``x``; see :meth:`Pool.imap`."""
     return default_pool(backend).imap(fn, iterable, ordered=ordered, chunksize=chunksize,
                                       timeout=timeout, retries=retries, progress=progress)

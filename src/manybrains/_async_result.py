@@ -27,12 +27,17 @@ class AsyncResult(Generic[R]):
     """The eventual result of one ``apply_async`` (or of a whole ``map_async``)."""
 
     def __init__(self, future: Future[R], callback: Callable[[R], object] | None = None,
-                 error_callback: Callable[[BaseException], object] | None = None) -> None:
+                 error_callback: Callable[[BaseException], object] | None = None,
+                 parts: Sequence[Future[Any]] | None = None) -> None:
         self._future = future
+        # the backend's futures this result waits for (a map's chunks), to stop them
+        self.parts: Sequence[Future[Any]] = (future,) if parts is None else parts
         self._callback = callback
         self._error_callback = error_callback
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._decided = False  # settled, or abandoned: whichever came first holds
         future.add_done_callback(self._settle)
 
     @property
@@ -63,7 +68,23 @@ class AsyncResult(Generic[R]):
             raise ValueError(f"{self!r} is not ready yet: wait() for it first")
         return not self._future.cancelled() and self._future.exception() is None
 
+    def abandon(self, error: BaseException) -> bool:
+        """Fail with ``error`` unless already settled; no callback runs (the pool that would
+        have run the call was stopped). Whether it was still pending."""
+        with self._lock:
+            if self._decided:
+                return False
+            self._decided = True
+        self._callback = self._error_callback = None
+        self._error = error
+        self._ready.set()
+        return True
+
     def _settle(self, future: Future[R]) -> None:
+        with self._lock:
+            if self._decided:  # abandoned: the pool was stopped before the call finished
+                return
+            self._decided = True
         callback, error_callback = self._callback, self._error_callback
         self._callback = self._error_callback = None  # the pool keeps no reference to them
         try:

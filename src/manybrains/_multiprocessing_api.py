@@ -11,21 +11,27 @@ Where the two APIs differ, docs/drop-in.md has the table.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._arguments import ChunkSize, check_callable, check_iterable
 from ._async_result import AsyncResult, failed, gather
 from ._chunking import chunks, known_length
-from ._errors import SerializationError, also_as
+from ._errors import PoolClosed, SerializationError, also_as
 
 if TYPE_CHECKING:
     from ._chunking import ChunkSizer
+    from ._stream import ResultIterator
     from ._task import ChunkOutcome
     from .progress import ProgressOption
 
 R = TypeVar("R")
+# multiprocessing's default ``kwds={}``, which nobody can change in place
+NO_KEYWORDS: Mapping[str, Any] = MappingProxyType({})
 Callback = Callable[[Any], object]
 ErrorCallback = Callable[[BaseException], object]
 _CHUNKS_PER_WORKER = 4  # multiprocessing's map_async: about four chunks per worker
@@ -35,6 +41,8 @@ class MultiprocessingPoolAPI:
     """The ``multiprocessing.Pool`` surface, mixed into :class:`~manybrains.Pool`."""
 
     if TYPE_CHECKING:  # provided by Pool
+        _left_at_exit: LeftAtExit
+
         @property
         def closed(self) -> bool: ...
 
@@ -48,7 +56,7 @@ class MultiprocessingPoolAPI:
 
         def _imap(self, fn: Callable[..., Any], items: Iterable[Any], *, star: bool,
                   ordered: bool, chunksize: ChunkSize, timeout: float | None,
-                  retries: int | None, progress: ProgressOption = False) -> Iterator[Any]: ...
+                  retries: int | None, progress: ProgressOption = False) -> ResultIterator[Any]: ...
 
         def _width(self) -> int: ...
 
@@ -56,59 +64,59 @@ class MultiprocessingPoolAPI:
 
     # ---- one call -------------------------------------------------------------------------
 
-    def apply(self, fn: Callable[..., R], args: Iterable[Any] = (),
-              kwds: Mapping[str, Any] | None = None) -> R:
-        """``fn(*args, **kwds)`` in a worker; blocks until it returns (or raises)."""
-        result: AsyncResult[R] = self.apply_async(fn, args, kwds)
+    def apply(self, func: Callable[..., R], args: Iterable[Any] = (),
+              kwds: Mapping[str, Any] = NO_KEYWORDS) -> R:
+        """``func(*args, **kwds)`` in a worker; blocks until it returns (or raises)."""
+        result: AsyncResult[R] = self.apply_async(func, args, kwds)
         return result.get()
 
-    def apply_async(self, fn: Callable[..., R], args: Iterable[Any] = (),
-                    kwds: Mapping[str, Any] | None = None,
+    def apply_async(self, func: Callable[..., R], args: Iterable[Any] = (),
+                    kwds: Mapping[str, Any] = NO_KEYWORDS,
                     callback: Callback | None = None,
                     error_callback: ErrorCallback | None = None, *,
                     timeout: float | None = None, retries: int | None = None
                     ) -> AsyncResult[R]:
-        """Start ``fn(*args, **kwds)``; an :class:`~manybrains.AsyncResult`.
+        """Start ``func(*args, **kwds)``; an :class:`~manybrains.AsyncResult`.
 
-        Every key of ``kwds`` goes to ``fn`` (``timeout``/``retries`` here are the pool's
+        Every key of ``kwds`` goes to ``func`` (``timeout``/``retries`` here are the pool's
         per-task options). An argument that cannot be pickled fails the result (and calls
         ``error_callback``), as in ``multiprocessing``.
         """
-        check_callable(fn)
+        check_callable(func)
         _check_callbacks(callback, error_callback)
         call_args, call_kwargs = _call_arguments(args, kwds)
         try:
-            future = self._submit_call(fn, call_args, call_kwargs, timeout, retries)
+            future = self._submit_call(func, call_args, call_kwargs, timeout, retries)
         except SerializationError as error:
             future = failed(error)
-        return AsyncResult(future, callback, error_callback)
+        return self._left_at_exit.result(AsyncResult(future, callback, error_callback))
 
     # ---- many calls -----------------------------------------------------------------------
 
-    def map_async(self, fn: Callable[..., R], iterable: Iterable[Any],
+    def map_async(self, func: Callable[..., R], iterable: Iterable[Any],
                   chunksize: ChunkSize | None = None, callback: Callback | None = None,
                   error_callback: ErrorCallback | None = None, *,
                   timeout: float | None = None, retries: int | None = None
                   ) -> AsyncResult[list[R]]:
-        """Start ``[fn(x) for x in iterable]``; an AsyncResult of the whole list."""
-        return self._map_async(fn, iterable, False, chunksize, callback, error_callback,
+        """Start ``[func(x) for x in iterable]``; an AsyncResult of the whole list."""
+        return self._map_async(func, iterable, False, chunksize, callback, error_callback,
                                timeout, retries)
 
-    def starmap_async(self, fn: Callable[..., R], iterable: Iterable[Iterable[Any]],
+    def starmap_async(self, func: Callable[..., R], iterable: Iterable[Iterable[Any]],
                       chunksize: ChunkSize | None = None, callback: Callback | None = None,
                       error_callback: ErrorCallback | None = None, *,
                       timeout: float | None = None, retries: int | None = None
                       ) -> AsyncResult[list[R]]:
-        """Start ``[fn(*args) for args in iterable]``; an AsyncResult of the whole list."""
-        return self._map_async(fn, iterable, True, chunksize, callback, error_callback,
+        """Start ``[func(*args) for args in iterable]``; an AsyncResult of the whole list."""
+        return self._map_async(func, iterable, True, chunksize, callback, error_callback,
                                timeout, retries)
 
-    def imap_unordered(self, fn: Callable[..., R], iterable: Iterable[Any],
+    def imap_unordered(self, func: Callable[..., R], iterable: Iterable[Any],
                        chunksize: ChunkSize | None = "auto", *, timeout: float | None = None,
                        retries: int | None = None, progress: ProgressOption = False
-                       ) -> Iterator[R]:
-        """Lazily yield ``fn(x)`` for each ``x``, as results come (``imap(ordered=False)``)."""
-        return self._imap(fn, check_iterable(iterable), star=False, ordered=False,
+                       ) -> ResultIterator[R]:
+        """Lazily yield ``func(x)`` for each ``x``, as results come (``imap(ordered=False)``)."""
+        return self._imap(func, check_iterable(iterable), star=False, ordered=False,
                           chunksize=auto_chunksize(chunksize), timeout=timeout, retries=retries,
                           progress=progress)
 
@@ -130,7 +138,8 @@ class MultiprocessingPoolAPI:
             futures.extend(submit_chunk(chunk) for chunk in chunks(items, sizer))
         except SerializationError as error:  # reported through the result, as in the stdlib
             futures.append(failed(error))
-        return AsyncResult(gather(futures), callback, error_callback)
+        result = AsyncResult(gather(futures), callback, error_callback, parts=futures)
+        return self._left_at_exit.result(result)
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -144,6 +153,64 @@ class MultiprocessingPoolAPI:
             raise ValueError("the pool is still running: call close() or terminate() "
                              "before join()")
         self._close(wait=True, cancel_futures=False, kill=False)
+
+
+# ---- leaving ``with Pool()`` -----------------------------------------------------------------
+
+
+class LeftAtExit:
+    """The work of the ``multiprocessing`` API still pending: what leaving ``with Pool()``
+    stops, as ``multiprocessing.Pool.__exit__`` terminates its pool.
+
+    Code written for the stdlib relies on that: its own documentation leaves a 10 s task
+    behind, and a task that never ends would otherwise hang the program at the end of the
+    block. Unlike the stdlib, whose pending results then wait forever, each result left
+    behind fails with :class:`~manybrains.PoolClosed` saying what happened. Futures from
+    ``submit`` are not stopped: the ``concurrent.futures`` contract waits for them.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._results: set[AsyncResult[Any]] = set()
+        self._iterators: weakref.WeakSet[ResultIterator[Any]] = weakref.WeakSet()
+
+    def result(self, result: AsyncResult[R]) -> AsyncResult[R]:
+        """Track ``result`` until it is settled."""
+        with self._lock:
+            self._results.add(result)
+        result.future.add_done_callback(lambda _: self._forget(result))
+        return result
+
+    def iterator(self, results: ResultIterator[R]) -> ResultIterator[R]:
+        """Track an ``imap`` iterator while anything references it."""
+        with self._lock:
+            self._iterators.add(results)
+        return results
+
+    def _forget(self, result: AsyncResult[Any]) -> None:
+        with self._lock:
+            self._results.discard(result)
+
+    def stop(self, kill: Callable[[Future[Any]], object]) -> bool:
+        """Fail every pending result and iterator, ``kill`` what runs them; whether
+        there was any."""
+        with self._lock:
+            results, self._results = self._results, set()
+            iterators = list(self._iterators)
+        pending = [result for result in results if not result.ready()]
+        for result in pending:
+            if result.abandon(_left_behind("result")):
+                for part in result.parts:
+                    kill(part)
+        stopped = [it for it in iterators if it.stop(_left_behind("iteration"))]
+        return bool(pending or stopped)
+
+
+def _left_behind(what: str) -> PoolClosed:
+    return PoolClosed(
+        f"the pool was terminated when its `with` block ended, before this {what} was "
+        "complete (multiprocessing.Pool stops its work there too): get the results inside "
+        "the block, or call pool.close() and pool.join() before it ends")
 
 
 # ---- reading multiprocessing's arguments ---------------------------------------------------
@@ -173,24 +240,25 @@ def auto_chunksize(chunksize: ChunkSize | None) -> ChunkSize:
     return "auto" if chunksize is None else chunksize  # multiprocessing's None: pool's choice
 
 
-def split_chunksize(iterables: tuple[Any, ...], chunksize: ChunkSize | None
-                     ) -> tuple[tuple[Any, ...], ChunkSize]:
-    """``map(fn, items, 8)`` is multiprocessing's ``chunksize=8``; anything else that is
-    not an iterable is a TypeError that says how to write it."""
-    if not iterables:
-        raise TypeError("map() needs at least one iterable")
-    if len(iterables) == 2 and _is_chunksize(iterables[1]):
-        if chunksize != "auto":
-            raise TypeError("map() got chunksize both positionally (multiprocessing's third "
-                            "argument) and by keyword; give it once")
-        return iterables[:1], auto_chunksize(iterables[1])
-    for position, value in enumerate(iterables[1:], 3):
-        if _is_chunksize(value):
-            raise TypeError(
-                f"map() argument {position} is {value!r}, not an iterable: several "
-                "iterables take chunksize by keyword only (map(fn, xs, ys, chunksize=8)); "
-                "a positional chunksize (multiprocessing's form) follows a single iterable")
-    return iterables, auto_chunksize(chunksize)
+def map_iterables(iterable: Iterable[Any], chunksize: Any, more: tuple[Any, ...]
+                  ) -> tuple[tuple[Any, ...], ChunkSize]:
+    """``Pool.map(func, iterable, chunksize=None, *more)``: multiprocessing's signature, where
+    a third argument that is not a chunk size (an int or None) is a second iterable to zip
+    with the first, as the builtin ``map`` does."""
+    if not (_is_chunksize(chunksize) or isinstance(chunksize, str)):  # "auto", or a typo
+        for position, value in enumerate(more, 4):
+            if _is_chunksize(value):
+                raise TypeError(
+                    f"map() argument {position} is {value!r}, not an iterable: a chunk size "
+                    "follows a single iterable (map(func, xs, 8)); for several iterables "
+                    "and a chunk size write starmap(func, zip(xs, ys), 8)")
+        return (iterable, chunksize, *more), "auto"
+    if more:
+        raise TypeError(
+            f"map() argument 3 is the chunk size {chunksize!r}, and more iterables follow it: "
+            "to zip several iterables give them all positionally (map(func, xs, ys)), and for "
+            "a chunk size as well use starmap(func, zip(xs, ys), chunksize)")
+    return (iterable,), auto_chunksize(chunksize)
 
 
 def _is_chunksize(value: object) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import Future
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast, overload
@@ -32,15 +32,16 @@ from ._chunking import ChunkSizer, known_length, window
 from ._cpus import usable_cpus
 from ._errors import PoolClosed, SerializationError, as_encoding_error
 from ._multiprocessing_api import (
+    LeftAtExit,
     MultiprocessingPoolAPI,
     as_its_cause,
     auto_chunksize,
     check_lifetime,
+    map_iterables,
     one_of,
-    split_chunksize,
 )
 from ._serialize import PickledOnce
-from ._stream import Plan, canceller, collect, stream, stream_chunks
+from ._stream import Plan, ResultIterator, canceller, collect, stream_chunks
 from ._task import DEFAULT_CONCURRENCY, AsyncCall, ChunkOutcome, Task, is_coroutine_function
 from .backends import get_backend, options_for
 from .backends._base import Backend, PoolOptions, Statistics
@@ -66,12 +67,12 @@ class Pool(AsyncPoolAPI, MultiprocessingPoolAPI):
     """A pool of workers: processes by default, or threads, an event loop, the caller.
 
     Also a drop-in for ``multiprocessing.Pool``: ``Pool(processes, initializer, initargs,
-    maxtasksperchild, context)`` positionally or by those names, and its methods
-    (``apply``, ``apply_async``, ``map_async``, ``starmap_async``, ``imap_unordered``,
-    ``close``, ``join``; see docs/drop-in.md).
+    maxtasksperchild, context)`` positionally or by those names, and its methods with their
+    parameters (``apply``, ``apply_async``, ``map_async``, ``starmap_async``,
+    ``imap_unordered``, ``close``, ``join``; see docs/drop-in.md).
 
     Args:
-        workers: how many workers (``processes`` is the same); default: the CPUs this
+        processes: how many workers (``workers=`` is the same); default: the CPUs this
             process may use (for ``"threads"``: ``min(32, CPUs + 4)``, as
             ``concurrent.futures`` does).
         backend: ``"processes"`` (default), ``"threads"``, ``"asyncio"``, ``"inline"`` (in
@@ -99,15 +100,15 @@ class Pool(AsyncPoolAPI, MultiprocessingPoolAPI):
     ``aimap``), and ``async with Pool(...)`` shuts the pool down without blocking the loop.
     """
 
-    def __init__(self, workers: int | None = None,
+    def __init__(self, processes: int | None = None,
                  initializer: Callable[..., object] | None = None, initargs: Iterable[Any] = (),
                  maxtasksperchild: int | None = None, context: BaseContext | None = None, *,
-                 processes: int | None = None, backend: str | BackendOptions = "processes",
+                 workers: int | None = None, backend: str | BackendOptions = "processes",
                  concurrency: int | None = None, max_tasks_per_worker: int | None = None,
                  start_method: str | BaseContext | None = None, timeout: float | None = None,
                  retries: int = 0, **moved: NoReturn) -> None:
         reject_moved(moved)  # a keyword that became an option of one backend says where to
-        workers = one_of("workers", workers, "processes", processes)
+        workers = one_of("processes", processes, "workers", workers)
         max_tasks_per_worker = one_of("max_tasks_per_worker", max_tasks_per_worker,
                                        "maxtasksperchild", check_lifetime(maxtasksperchild))
         self._own = own = with_start_method(
@@ -129,6 +130,8 @@ class Pool(AsyncPoolAPI, MultiprocessingPoolAPI):
                                         concurrency=self._concurrency))
         self._shutdown_lock = threading.Lock()
         self._is_shut_down = False
+        self._left_at_exit = LeftAtExit()  # what leaving ``with`` stops, as the stdlib's does
+        self._handed_futures = False  # submit() was used: leaving ``with`` waits for those
         # A pool nobody references any more lets its queued work finish, then stops.
         self._finalizer = weakref.finalize(self, self._backend.shutdown, wait=False)
         self._finalizer.atexit = False  # at exit the backend's own hook stops the workers
@@ -177,6 +180,7 @@ class Pool(AsyncPoolAPI, MultiprocessingPoolAPI):
         in ``functools.partial`` to give it arguments of those names.
         """
         check_callable(fn)
+        self._handed_futures = True
         return self._submit_call(fn, args, kwargs, timeout, retries)
 
     def _submit_call(self, fn: Callable[..., Any], args: tuple[Any, ...],
@@ -196,92 +200,104 @@ class Pool(AsyncPoolAPI, MultiprocessingPoolAPI):
     # ---- many tasks -----------------------------------------------------------------------
 
     @overload
-    def map(self, fn: AsyncFn[R], *iterables: Any, chunksize: ChunkSize | None = "auto",
+    def map(self, func: AsyncFn[R], iterable: Iterable[Any],
+            chunksize: ChunkSize | Iterable[Any] | None = None, *iterables: Iterable[Any],
             timeout: float | None = None, retries: int | None = None,
             progress: ProgressOption = False) -> list[R]: ...
     @overload
-    def map(self, fn: Callable[..., R], *iterables: Any, chunksize: ChunkSize | None = "auto",
+    def map(self, func: Callable[..., R], iterable: Iterable[Any],
+            chunksize: ChunkSize | Iterable[Any] | None = None, *iterables: Iterable[Any],
             timeout: float | None = None, retries: int | None = None,
             progress: ProgressOption = False) -> list[R]: ...
-    def map(self, fn: Callable[..., Any], *iterables: Any,
-            chunksize: ChunkSize | None = "auto", timeout: float | None = None,
-            retries: int | None = None, progress: ProgressOption = False) -> list[Any]:
-        """``[fn(*xs) for xs in zip(*iterables)]``, computed by the workers, in order.
+    def map(self, func: Callable[..., Any], iterable: Iterable[Any],
+            chunksize: ChunkSize | Iterable[Any] | None = None, *iterables: Iterable[Any],
+            timeout: float | None = None, retries: int | None = None,
+            progress: ProgressOption = False) -> list[Any]:
+        """``[func(x) for x in iterable]``, computed by the workers, in order.
 
-        As in ``multiprocessing``, ``map(fn, items, 8)`` means ``chunksize=8``: after one
-        iterable, an int (or None) is the chunk size, since it cannot be an iterable.
-        ``progress=True`` shows a progress bar (a dict: its tqdm options; a callable: gets
-        progress snapshots); see :mod:`manybrains.progress`.
+        ``multiprocessing.Pool.map``'s signature: ``chunksize`` None (or ``"auto"``) lets the
+        pool size chunks from measured call times. Like the builtin ``map``, more iterables
+        are zipped: ``map(func, xs, ys)`` calls ``func(x, y)``; a third argument that is not
+        an int or None is such an iterable. ``progress=True`` shows a progress bar (a dict:
+        its tqdm options; a callable: gets progress snapshots); see
+        :mod:`manybrains.progress`.
         """
-        iterables, chunksize = split_chunksize(iterables, chunksize)
-        items, star = zip_args(iterables)
-        return self._collect(fn, items, star=star, chunksize=chunksize, timeout=timeout,
+        zipped, size = map_iterables(iterable, chunksize, iterables)
+        items, star = zip_args(zipped)
+        return self._collect(func, items, star=star, chunksize=size, timeout=timeout,
                              retries=retries, progress=progress)
 
     @overload
-    def starmap(self, fn: AsyncFn[R], iterable: Iterable[Iterable[Any]],
-                chunksize: ChunkSize | None = "auto", *, timeout: float | None = None,
+    def starmap(self, func: AsyncFn[R], iterable: Iterable[Iterable[Any]],
+                chunksize: ChunkSize | None = None, *, timeout: float | None = None,
                 retries: int | None = None, progress: ProgressOption = False) -> list[R]: ...
     @overload
-    def starmap(self, fn: Callable[..., R], iterable: Iterable[Iterable[Any]],
-                chunksize: ChunkSize | None = "auto", *, timeout: float | None = None,
+    def starmap(self, func: Callable[..., R], iterable: Iterable[Iterable[Any]],
+                chunksize: ChunkSize | None = None, *, timeout: float | None = None,
                 retries: int | None = None, progress: ProgressOption = False) -> list[R]: ...
-    def starmap(self, fn: Callable[..., Any], iterable: Iterable[Iterable[Any]],
-                chunksize: ChunkSize | None = "auto", *, timeout: float | None = None,
+    def starmap(self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]],
+                chunksize: ChunkSize | None = None, *, timeout: float | None = None,
                 retries: int | None = None, progress: ProgressOption = False) -> list[Any]:
-        """``[fn(*args) for args in iterable]``, computed by the workers, in order."""
-        return self._collect(fn, check_iterable(iterable), star=True,
+        """``[func(*args) for args in iterable]``, computed by the workers, in order."""
+        return self._collect(func, check_iterable(iterable), star=True,
                              chunksize=auto_chunksize(chunksize), timeout=timeout, retries=retries,
                              progress=progress)
 
     @overload
-    def imap(self, fn: Callable[[T], Coroutine[Any, Any, R]], iterable: Iterable[T],
+    def imap(self, func: Callable[[T], Coroutine[Any, Any, R]], iterable: Iterable[T],
              chunksize: ChunkSize | None = "auto", *, ordered: bool = True,
              timeout: float | None = None, retries: int | None = None,
-             progress: ProgressOption = False) -> Iterator[R]: ...
+             progress: ProgressOption = False) -> ResultIterator[R]: ...
     @overload
-    def imap(self, fn: Callable[[T], R], iterable: Iterable[T],
+    def imap(self, func: Callable[[T], R], iterable: Iterable[T],
              chunksize: ChunkSize | None = "auto", *, ordered: bool = True,
              timeout: float | None = None, retries: int | None = None,
-             progress: ProgressOption = False) -> Iterator[R]: ...
-    def imap(self, fn: Callable[[Any], Any], iterable: Iterable[Any],
+             progress: ProgressOption = False) -> ResultIterator[R]: ...
+    def imap(self, func: Callable[[Any], Any], iterable: Iterable[Any],
              chunksize: ChunkSize | None = "auto", *, ordered: bool = True,
              timeout: float | None = None, retries: int | None = None,
-             progress: ProgressOption = False) -> Iterator[Any]:
-        """Lazily yield ``fn(x)`` for each ``x``; ``ordered=False`` yields as results come.
+             progress: ProgressOption = False) -> ResultIterator[Any]:
+        """Lazily yield ``func(x)`` for each ``x``; ``ordered=False`` yields as results come.
 
         The input is read only as fast as results are consumed (a bounded window ahead), so
-        an endless generator is fine. If the input itself raises, the results before that
-        item come first, then its error.
+        an endless generator is fine. As with ``multiprocessing``'s ``imap``, a call that
+        raises raises its error in its place and the next ``next()`` goes on with the
+        remaining results; ``it.next(timeout)`` raises ``multiprocessing.TimeoutError`` when
+        no result comes in time. If the input itself raises, the results before that item
+        come first, then its error, and the iteration ends.
         """
-        return self._imap(fn, check_iterable(iterable), star=False, ordered=ordered,
+        return self._imap(func, check_iterable(iterable), star=False, ordered=ordered,
                           chunksize=auto_chunksize(chunksize), timeout=timeout, retries=retries,
                           progress=progress)
 
     @overload
-    def istarmap(self, fn: AsyncFn[R], iterable: Iterable[Iterable[Any]], *,
+    def istarmap(self, func: AsyncFn[R], iterable: Iterable[Iterable[Any]], *,
                  ordered: bool = True, chunksize: ChunkSize = "auto",
                  timeout: float | None = None, retries: int | None = None,
-                 progress: ProgressOption = False) -> Iterator[R]: ...
+                 progress: ProgressOption = False) -> ResultIterator[R]: ...
     @overload
-    def istarmap(self, fn: Callable[..., R], iterable: Iterable[Iterable[Any]], *,
+    def istarmap(self, func: Callable[..., R], iterable: Iterable[Iterable[Any]], *,
                  ordered: bool = True, chunksize: ChunkSize = "auto",
                  timeout: float | None = None, retries: int | None = None,
-                 progress: ProgressOption = False) -> Iterator[R]: ...
-    def istarmap(self, fn: Callable[..., Any], iterable: Iterable[Iterable[Any]], *,
+                 progress: ProgressOption = False) -> ResultIterator[R]: ...
+    def istarmap(self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]], *,
                  ordered: bool = True, chunksize: ChunkSize = "auto",
                  timeout: float | None = None, retries: int | None = None,
-                 progress: ProgressOption = False) -> Iterator[Any]:
+                 progress: ProgressOption = False) -> ResultIterator[Any]:
         """Lazy :meth:`starmap`."""
-        return self._imap(fn, check_iterable(iterable), star=True, ordered=ordered,
+        return self._imap(func, check_iterable(iterable), star=True, ordered=ordered,
                           chunksize=chunksize, timeout=timeout, retries=retries,
                           progress=progress)
 
-    def _imap(self, fn: Callable[..., Any], items: Iterable[Any], *, star: bool, ordered: bool,
+    def _imap(self, func: Callable[..., Any], items: Iterable[Any], *, star: bool, ordered: bool,
               chunksize: ChunkSize, timeout: float | None, retries: int | None,
-              progress: ProgressOption = False) -> Iterator[Any]:
-        plan = self._stream_plan(fn, items, star, chunksize, timeout, retries)
-        return stream(items, plan, ordered=ordered, progress=tracker(progress, known_length(items)))
+              progress: ProgressOption = False) -> ResultIterator[Any]:
+        plan = self._stream_plan(func, items, star, chunksize, timeout, retries)
+        plan.on_failure = _in_place_for_imap  # a failed chunk is one error, in its place
+        plan.resubmit = plan.submit  # and the calls after a raising one still run
+        progress_of = tracker(progress, known_length(items))
+        return self._left_at_exit.iterator(
+            ResultIterator(items, plan, ordered=ordered, progress=progress_of))
 
     def _collect(self, fn: Callable[..., Any], items: Iterable[Any], *, star: bool,
                  chunksize: ChunkSize, timeout: float | None, retries: int | None,
@@ -388,12 +404,20 @@ class Pool(AsyncPoolAPI, MultiprocessingPoolAPI):
             raise PoolClosed("this pool has been shut down and cannot be entered again; "
                              "create a new one")
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if exc_type is None or issubclass(exc_type, Exception):
-            self.shutdown(wait=True)
-        else:  # Ctrl-C or SystemExit: stop everything now
+    def __exit__(self, exc_type: type[BaseException] | None, exc_val: BaseException | None,
+                 exc_tb: TracebackType | None) -> None:
+        """Stop the ``multiprocessing`` API's pending work, as its pool's ``__exit__`` does;
+        wait for the futures of ``submit``, as ``concurrent.futures`` does. Ctrl-C or
+        ``SystemExit``: stop everything now."""
+        if exc_type is not None and not issubclass(exc_type, Exception):
             self.terminate()
+            return
+        # One kill of every worker when nothing else runs; else each of those tasks alone.
+        kill = self._backend.cancel if self._handed_futures else _ignore
+        if self._left_at_exit.stop(kill) and not self._handed_futures:
+            self.terminate()
+        else:
+            self.shutdown(wait=True)
 
     def __repr__(self) -> str:
         state = "shut down" if self.closed else "running"
@@ -414,6 +438,16 @@ def _raise_for_map(chunk: Sequence[Any], error: Exception) -> NoReturn:
     if isinstance(error, SerializationError):
         raise as_encoding_error(error) from error.__cause__
     raise error
+
+
+def _ignore(future: Future[Any]) -> None:
+    """Stop nothing one by one: the whole pool is terminated next."""
+
+
+def _in_place_for_imap(chunk: Sequence[Any], error: Exception) -> ChunkOutcome:
+    """A chunk that failed as a whole raises where its first result would have come, and
+    the iteration goes on (as ``multiprocessing``'s ``imap`` after an error)."""
+    return ChunkOutcome([], as_encoding_error(error))
 
 
 def _default_workers(backend: str) -> int:

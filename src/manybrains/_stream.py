@@ -17,7 +17,8 @@ or waiting to be yielded in order. Chunk sizes adapt from each finished chunk's 
 the window is asked again at every step because ``"auto"`` widens it once it knows the work.
 
 :class:`Flow` holds every decision; the drivers differ only in how they wait for a chunk:
-:func:`stream_chunks` blocks a thread, :func:`astream` awaits, so an event loop keeps running.
+:func:`stream_chunks` and :class:`ResultIterator` block a thread, :func:`astream` awaits, so
+an event loop keeps running.
 """
 
 from __future__ import annotations
@@ -26,14 +27,17 @@ import concurrent.futures as cf
 import contextlib
 import enum
 import functools
+import multiprocessing
 import queue
 import sys
+import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
 
 from ._chunking import ChunkSizer, chunks
 from ._task import ChunkOutcome
@@ -42,6 +46,7 @@ from .progress import NO_PROGRESS, Tracker
 if TYPE_CHECKING:
     import asyncio
 
+T = TypeVar("T")
 SubmitChunk = Callable[[Sequence[Any]], "Future[ChunkOutcome]"]
 # abort(futures, kill): stop the chunks left behind by an early exit; kill: running ones too
 Abort = Callable[["list[Future[ChunkOutcome]]", bool], None]
@@ -89,6 +94,9 @@ class Plan:
     abort: Abort
     on_failure: OnFailure = reraise  # the CLI runs a failed chunk again item by item
     deadline: float | None = None  # time.monotonic() past which waiting raises TimeoutError
+    # Where the items after a call that raised are sent to run anyway (multiprocessing's
+    # imap goes on after an error); None: a chunk stops at its first error.
+    resubmit: SubmitChunk | None = None
 
 
 class Step(enum.Enum):
@@ -124,6 +132,9 @@ class Flow:
         self._soft_exits = soft_exits
         self._inflight: dict[int, tuple[Future[ChunkOutcome], Sequence[Any]]] = {}
         self._buffered: dict[int, ChunkOutcome] = {}
+        # A resubmitted chunk's outcomes that finished while an earlier one of the same
+        # chunk still waits to be yielded (rare: only after a call raised).
+        self._later: dict[int, list[ChunkOutcome]] = {}
         self._submitted = self._emitted = 0
         self._exhausted = False
 
@@ -149,8 +160,25 @@ class Flow:
         outcome = self._buffered.pop(seq, None)
         if outcome is None:
             return Step.WAIT if self._inflight else Step.DONE
-        self._emitted += 1
+        if self._later and seq in self._later:
+            self._buffered[seq] = self._next_later(seq)
+        elif seq not in self._inflight:  # else the rest of this chunk is still running
+            self._emitted += 1
         return outcome
+
+    def _next_later(self, seq: int) -> ChunkOutcome:
+        waiting = self._later[seq]
+        outcome = waiting.pop(0)
+        if not waiting:
+            del self._later[seq]
+        return outcome
+
+    def wait_at_most(self, timeout: float) -> int | None:
+        """The next chunk that finishes within ``timeout`` seconds, else None."""
+        try:
+            return self._finished.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            return None
 
     def _wait_until_deadline(self) -> int:
         try:
@@ -177,12 +205,27 @@ class Flow:
             self._sizer.record(len(outcome.values) + (outcome.error is not None),
                                     outcome.elapsed)
         self.progress.chunk_done(outcome)  # as chunks finish, not as they are yielded
-        self._buffered[seq] = outcome
+        if outcome.error is not None and self._plan.resubmit is not None:
+            self._run_rest(seq, chunk[len(outcome.values) + 1:])
+        if seq in self._buffered:
+            self._later.setdefault(seq, []).append(outcome)
+        else:
+            self._buffered[seq] = outcome
+
+    def _run_rest(self, seq: int, rest: Sequence[Any]) -> None:
+        """The calls after the one that raised run too, as chunk ``seq``'s continuation:
+        their results are yielded after its error, before the next chunk's."""
+        resubmit = self._plan.resubmit
+        if rest and resubmit is not None:
+            self._track(seq, resubmit(rest), rest)
 
     def _add(self, future: Future[ChunkOutcome], chunk: Sequence[Any]) -> None:
-        self._inflight[self._submitted] = (future, chunk)
-        future.add_done_callback(functools.partial(_report, self._notify, self._submitted))
+        self._track(self._submitted, future, chunk)
         self._submitted += 1
+
+    def _track(self, seq: int, future: Future[ChunkOutcome], chunk: Sequence[Any]) -> None:
+        self._inflight[seq] = (future, chunk)
+        future.add_done_callback(functools.partial(_report, self._notify, seq))
 
     def __enter__(self) -> Flow:
         return self
@@ -190,8 +233,12 @@ class Flow:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if exc_type is not None:
-            pending = [future for future, _ in self._inflight.values()]
-            self._plan.abort(pending, not issubclass(exc_type, self._soft_exits))
+            self.abort(kill=not issubclass(exc_type, self._soft_exits))
+
+    def abort(self, *, kill: bool) -> None:
+        """Stop the chunks in flight: cancel those not started; with ``kill`` the running
+        ones too."""
+        self._plan.abort([future for future, _ in self._inflight.values()], kill)
 
 
 # ---- the drivers -----------------------------------------------------------------------------
@@ -203,13 +250,120 @@ def stream_chunks(items: Iterable[Any], plan: Plan, *, ordered: bool,
     return _outcomes(Flow(items, plan, ordered=ordered, progress=progress))
 
 
-def stream(items: Iterable[Any], plan: Plan, *, ordered: bool, progress: Tracker = NO_PROGRESS
-           ) -> Iterator[Any]:
-    """Yield every result, in input order or as chunks finish."""
-    for outcome in stream_chunks(items, plan, ordered=ordered, progress=progress):
-        yield from outcome.values
-        if outcome.error is not None:
-            raise outcome.error
+class ResultIterator(Generic[T]):
+    """A map's results one at a time: ``multiprocessing``'s ``IMapIterator``.
+
+    A call that raised raises its error in its place. With a ``plan.resubmit`` (the calls
+    after it in its chunk run too) the next ``next()`` goes on with the results after it;
+    without one the iteration ends there, as a generator's would. An error of the input or
+    of the stream itself always ends it.
+    ``next(timeout)`` raises ``multiprocessing.TimeoutError`` when nothing arrives in time,
+    and the iteration can go on. An iterator dropped or closed before its end cancels the
+    chunks that have not started.
+    """
+
+    def __init__(self, items: Iterable[Any], plan: Plan, *, ordered: bool,
+                 progress: Tracker = NO_PROGRESS) -> None:
+        self._flow = flow = Flow(items, plan, ordered=ordered, progress=progress)
+        self._values: Iterator[T] = iter(())
+        self._error: BaseException | None = None
+        self._done = False
+        self._keep_going = plan.resubmit is not None
+        self._turn = threading.Lock()
+        progress.__enter__()
+        # Dropped unfinished: as a generator closed early (GeneratorExit), not started work
+        # is cancelled; the finalizer holds the flow, never this iterator.
+        self._abandon = weakref.finalize(self, _close_flow, flow, GeneratorExit())
+
+    def __iter__(self) -> ResultIterator[T]:
+        return self
+
+    def __next__(self, timeout: float | None = None) -> T:
+        """The next result; ``multiprocessing.TimeoutError`` if none comes within
+        ``timeout`` seconds."""
+        for value in self._values:  # the common case: a chunk's next value
+            return value
+        return self._advance(None if timeout is None else time.monotonic() + timeout)
+
+    next = __next__  # multiprocessing's spelling, for it.next(timeout)
+
+    def close(self) -> None:
+        """Stop early: cancel the chunks that have not started."""
+        if not self._done:
+            self._finish(GeneratorExit())
+
+    def stop(self, error: BaseException) -> bool:
+        """Stop now, the running chunks too; the next ``next()`` raises ``error``. Whether
+        the iteration was still going."""
+        if self._done:
+            return False
+        self._flow.abort(kill=True)
+        self._values, self._error = iter(()), error
+        self._finish(error)
+        return True
+
+    def _advance(self, deadline: float | None) -> T:
+        with self._turn:  # several threads may share one iterator, as the stdlib's
+            for value in self._values:  # another thread refilled it meanwhile
+                return value
+            return self._step(deadline)
+
+    def _step(self, deadline: float | None) -> T:
+        error = self._error
+        if error is not None:
+            self._error = None
+            self._raise(error)
+        while not self._done:
+            try:
+                step = self._flow.step()
+                if step is Step.WAIT:
+                    seq = self._wait(deadline)
+                    if seq is None:  # the iteration can go on: nothing is stopped
+                        raise multiprocessing.TimeoutError("no result came within the timeout")
+                    self._flow.settle(seq)
+                    continue
+            except multiprocessing.TimeoutError:
+                raise
+            except BaseException as exc:
+                self._finish(exc)
+                raise
+            if step is Step.DONE:
+                self._finish(None)
+                break
+            self._values, error = iter(step.values), step.error
+            for value in self._values:
+                self._error = error
+                return value
+            if error is not None:
+                self._raise(error)
+        raise StopIteration
+
+    def _raise(self, error: BaseException) -> NoReturn:
+        """A call's error, in its place; without a ``resubmit`` the iteration ends there."""
+        if not self._keep_going:
+            self._finish(error)
+        raise error
+
+    def _wait(self, deadline: float | None) -> int | None:
+        if deadline is None:
+            return self._flow.wait()
+        return self._flow.wait_at_most(deadline - time.monotonic())
+
+    def _finish(self, exc: BaseException | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._abandon.detach()
+        _close_flow(self._flow, exc)
+
+
+def _close_flow(flow: Flow, exc: BaseException | None) -> None:
+    """Leave a flow as a ``with flow.progress, flow:`` block would on ``exc`` (None: its end)."""
+    exc_type = None if exc is None else type(exc)
+    try:
+        flow.__exit__(exc_type, exc, None)
+    finally:
+        flow.progress.__exit__(exc_type, exc, None)
 
 
 def stream_submitted(items: Iterable[Any], plan: Plan) -> Iterator[Any]:

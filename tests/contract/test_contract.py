@@ -42,7 +42,7 @@ INLINE = "inline"
 
 def test_map_keeps_input_order(pool):
     delays = [0.15, 0.0, 0.1, 0.0]
-    assert pool.map(sleep_then, delays, range(4), chunksize=1) == [0, 1, 2, 3]
+    assert pool.starmap(sleep_then, zip(delays, range(4), strict=True), 1) == [0, 1, 2, 3]
 
 
 def test_map_is_exact_over_many_items_with_any_chunking(pool):
@@ -138,7 +138,7 @@ def test_map_timeout_is_per_task_not_for_the_whole_map(pool, backend):
     # Six 0.2 s tasks two at a time take 0.6 s or more, each well within its 0.45 s.
     task = async_sleep_then if backend == "asyncio" else sleep_then
     start = time.monotonic()
-    assert pool.map(task, [0.2] * 6, range(6), chunksize=1, timeout=0.45) == list(range(6))
+    assert pool.starmap(task, [(0.2, i) for i in range(6)], 1, timeout=0.45) == list(range(6))
     if backend in ("processes", "threads", INLINE, "dask"):  # auto, asyncio: all six at once
         assert time.monotonic() - start > 0.45  # the map as a whole outlived the timeout
 
@@ -354,7 +354,7 @@ def test_awaitable_errors_keep_their_type(make_pool):
     (lambda p: p.submit("not callable"), TypeError, "expected a callable"),
     (lambda p: p.map(square, 5), TypeError, "expected an iterable"),
     (lambda p: p.imap(square, 5), TypeError, "expected an iterable"),
-    (lambda p: p.map(square), TypeError, "at least one iterable"),
+    (lambda p: p.map(square), TypeError, "missing 1 required positional argument: 'iterable'"),
     (lambda p: p.map(square, [1], chunksize=0), ValueError, "chunksize must be >= 1"),
     (lambda p: p.map(square, [1], chunksize="big"), TypeError, "chunksize must be an int"),
     (lambda p: p.map(square, [1], timeout=-1), ValueError, "timeout"),

@@ -19,7 +19,7 @@ def backend() -> str:
 
 def test_process_pool_measures_every_task_and_names_the_slowest(pool):
     delays = [0.3] + [0.01] * 9
-    pool.map(sleep_then, delays, range(10), chunksize=1)
+    pool.starmap(sleep_then, zip(delays, range(10), strict=True), 1)
     insights = pool.insights()
     assert insights.backend == "processes"
     assert insights.tasks == 10

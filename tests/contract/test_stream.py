@@ -14,10 +14,10 @@ import pytest
 from manybrains._chunking import ChunkSizer
 from manybrains._stream import (
     Plan,
+    ResultIterator,
     astream,
     canceller,
     in_its_place,
-    stream,
     stream_chunks,
     stream_submitted,
     unbounded,
@@ -63,7 +63,7 @@ def threads() -> Iterator[Backend]:
 
 
 def sync_results(items: Any, plan: Plan, ordered: bool) -> list[Any]:
-    return list(stream(items, plan, ordered=ordered))
+    return list(ResultIterator(items, plan, ordered=ordered))
 
 
 def async_results(items: Any, plan: Plan, ordered: bool) -> list[Any]:
@@ -96,7 +96,7 @@ def test_the_input_is_read_no_further_than_the_window(threads, results):
             read.append(x)
             yield x
 
-    results_ = stream(items(), threads.plan(window=3), ordered=True)
+    results_ = ResultIterator(items(), threads.plan(window=3), ordered=True)
     assert next(results_) == 0
     assert len(read) == 3  # three chunks in flight or waiting to be yielded, no more
     assert next(results_) == 10
@@ -134,7 +134,7 @@ def test_without_a_hook_a_failed_chunk_ends_the_stream_and_cancels_the_rest(thre
     plan = Plan(ChunkSizer(1, None, fixed=1), submit, lambda: 4,
                 lambda futures, kill: left.extend(f for f in futures if f.cancel()))
     with pytest.raises(OSError, match="the worker died"):
-        list(stream(range(10), plan, ordered=True))
+        list(ResultIterator(range(10), plan, ordered=True))
     assert len(left) == 3 and all(f.cancelled() for f in left)
 
 

@@ -3,7 +3,7 @@ return, for plain and for ``async def`` functions."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import Future
 
 from typing_extensions import assert_type
@@ -25,9 +25,10 @@ def sync_calls(pool: mb.Pool) -> None:
     assert_type(pool.map(square, [1]), list[int])
     assert_type(pool.map(fetch, [1]), list[str])
     assert_type(pool.starmap(fetch, [(1,)]), list[str])
-    assert_type(pool.imap(square, [1]), Iterator[int])
-    assert_type(pool.imap(fetch, [1]), Iterator[str])
-    assert_type(pool.istarmap(fetch, [(1,)]), Iterator[str])
+    assert_type(pool.imap(square, [1]), mb.ResultIterator[int])
+    assert_type(pool.imap(fetch, [1]), mb.ResultIterator[str])
+    assert_type(pool.istarmap(fetch, [(1,)]), mb.ResultIterator[str])
+    assert_type(pool.imap_unordered(square, [1]).next(timeout=1), int)
     assert_type(pool.aimap(fetch, [1]), AsyncIterator[str])
     assert_type(pool.statistics().workers[0].busy_s, float)
 
@@ -37,8 +38,8 @@ def module_level_calls() -> None:
     assert_type(mb.submit(fetch, 2), Future[str])
     assert_type(mb.map(square, [1]), list[int])
     assert_type(mb.map(fetch, [1]), list[str])
-    assert_type(mb.imap(square, [1]), Iterator[int])
-    assert_type(mb.imap(fetch, [1]), Iterator[str])
+    assert_type(mb.imap(square, [1]), mb.ResultIterator[int])
+    assert_type(mb.imap(fetch, [1]), mb.ResultIterator[str])
 
 
 async def async_calls(pool: mb.Pool) -> None:

@@ -176,16 +176,18 @@ def test_map_third_positional_int_is_chunksize_as_in_multiprocessing():
 
 def test_map_with_several_iterables_still_zips_them(pool):
     assert pool.map(add, [1, 2], [10, 20]) == [11, 22]
-    assert pool.map(add, [1, 2], [10, 20], chunksize=1) == [11, 22]
+    assert pool.map(pow, [2, 3], [3, 2], [5, 5]) == [3, 4]
 
 
 def test_map_chunksize_positional_after_two_iterables_is_a_clear_type_error(pool):
-    with pytest.raises(TypeError, match=r"argument 4 is 3, not an iterable.*chunksize=8"):
+    with pytest.raises(TypeError, match=r"argument 4 is 3, not an iterable.*starmap"):
         pool.map(add, [1], [2], 3)
+    with pytest.raises(TypeError, match=r"chunk size 3, and more iterables.*starmap"):
+        pool.map(add, [1], 3, [2])
 
 
 def test_map_chunksize_given_twice_is_a_type_error(pool):
-    with pytest.raises(TypeError, match="both positionally"):
+    with pytest.raises(TypeError, match="multiple values for argument 'chunksize'"):
         pool.map(square, range(3), 2, chunksize=2)
 
 

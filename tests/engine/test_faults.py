@@ -172,7 +172,8 @@ def test_fault_fails_its_task_alone(fault, pool, tmp_path):
 
 def test_a_map_goes_on_past_a_crash_with_retries(pool, tmp_path):
     marker = str(tmp_path / "crashed")
-    results = pool.map(crash_first_time, [marker] * 6, range(6), chunksize=1, retries=1)
+    results = pool.starmap(crash_first_time, [(marker, i) for i in range(6)], chunksize=1,
+                           retries=1)
     assert results == list(range(6))
     assert pool.statistics().retried == 1
 

@@ -141,7 +141,7 @@ def test_records_from_many_threads_of_a_task_arrive_whole(info_logs):
 
 def test_prints_reach_the_parents_sys_stdout_in_order_per_worker(capsys, start_method):
     with mb.Pool(1, start_method=start_method) as pool:
-        pool.map(print_lines, [0, 5, 10], [5, 5, 5], chunksize=1)
+        pool.starmap(print_lines, [(0, 5), (5, 5), (10, 5)], chunksize=1)
         out, err = capsys.readouterr()  # before shutdown: each line came before its result
     assert out.splitlines() == [f"line {i}" for i in range(15)]
     assert err.splitlines() == ["to stderr 0", "to stderr 5", "to stderr 10"]
@@ -149,7 +149,7 @@ def test_prints_reach_the_parents_sys_stdout_in_order_per_worker(capsys, start_m
 
 def test_prints_of_several_workers_keep_each_workers_order(capsys):
     with mb.Pool(2) as pool:
-        pool.map(print_lines, [0, 1000], [200, 200], chunksize=1)
+        pool.starmap(print_lines, [(0, 200), (1000, 200)], chunksize=1)
     lines = capsys.readouterr().out.splitlines()
     assert sorted(lines) == sorted(f"line {i}" for i in [*range(200), *range(1000, 1200)])
     first = [int(x.split()[1]) for x in lines if int(x.split()[1]) < 1000]

@@ -51,7 +51,7 @@ def test_unknown_typecode_is_refused():
 def test_value_counts_exactly_across_pool_tasks(start_method):
     counter = mb.Value("q", 0)
     with mb.Pool(2, start_method=start_method) as pool:
-        pids = pool.map(add_many, [counter] * 8, [500] * 8, chunksize=1)
+        pids = pool.starmap(add_many, [(counter, 500)] * 8, chunksize=1)
     assert counter.value == 4000
     assert os.getpid() not in pids
 

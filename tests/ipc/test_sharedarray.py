@@ -92,7 +92,7 @@ def test_pickles_by_name_whatever_its_size():
 def test_workers_write_into_it_under_every_start_method(start_method):
     sa = mb.SharedArray.zeros((4, 1000), dtype="int64")
     with mb.Pool(2, start_method=start_method) as pool:
-        pids = pool.map(fill_row, [sa] * 4, range(4), chunksize=1)
+        pids = pool.starmap(fill_row, [(sa, row) for row in range(4)], chunksize=1)
     assert os.getpid() not in pids
     assert [int(v) for v in sa.array.sum(axis=1)] == [1000, 2000, 3000, 4000]
 
