@@ -12,6 +12,160 @@
 # corpus: timings
 # corpus: replace \.+$ => 
 # corpus: racy
+# manybrains' Pool has none of the stdlib's private attributes (docs/drop-in.md, "Where they
+# differ, on purpose": "private attributes (`_pool`, `_processes`, `_broken`, ...) | absent"),
+# and this program reads pool._cache and pool._pool after its callback test: there it ends
+# with AttributeError. Up to there its output must be the stdlib's (the lines of the
+# "close()", "terminate()" and "garbage collection" tests, which come after, are missing).
+# The pool's repr (printed as "pool = ...") is not the stdlib's either: not checked here.
+# corpus: replace ^pool = <.*>$ => pool = <repr of the pool>
+# corpus: expect-manybrains exit=1 error=AttributeError
+# |
+# |
+# |
+# |
+# |
+# |
+# |
+# |
+# |
+# |
+# |
+# |
+# |
+# | 		<float> seconds
+# | 		<float> seconds
+# | 		<float> seconds
+# | 		<float> seconds
+# | 		<float> seconds
+# | 		<float> seconds
+# | 	 ForkPoolWorker-<n> says that mul(0, 7) = 0
+# | 	 ForkPoolWorker-<n> says that mul(0, 7) = 0
+# | 	 ForkPoolWorker-<n> says that mul(0, 7) = 0
+# | 	 ForkPoolWorker-<n> says that mul(0, 7) = 0
+# | 	 ForkPoolWorker-<n> says that mul(1, 7) = 7
+# | 	 ForkPoolWorker-<n> says that mul(1, 7) = 7
+# | 	 ForkPoolWorker-<n> says that mul(1, 7) = 7
+# | 	 ForkPoolWorker-<n> says that mul(1, 7) = 7
+# | 	 ForkPoolWorker-<n> says that mul(2, 7) = 14
+# | 	 ForkPoolWorker-<n> says that mul(2, 7) = 14
+# | 	 ForkPoolWorker-<n> says that mul(2, 7) = 14
+# | 	 ForkPoolWorker-<n> says that mul(2, 7) = 14
+# | 	 ForkPoolWorker-<n> says that mul(3, 7) = 21
+# | 	 ForkPoolWorker-<n> says that mul(3, 7) = 21
+# | 	 ForkPoolWorker-<n> says that mul(3, 7) = 21
+# | 	 ForkPoolWorker-<n> says that mul(3, 7) = 21
+# | 	 ForkPoolWorker-<n> says that mul(4, 7) = 28
+# | 	 ForkPoolWorker-<n> says that mul(4, 7) = 28
+# | 	 ForkPoolWorker-<n> says that mul(4, 7) = 28
+# | 	 ForkPoolWorker-<n> says that mul(4, 7) = 28
+# | 	 ForkPoolWorker-<n> says that mul(5, 7) = 35
+# | 	 ForkPoolWorker-<n> says that mul(5, 7) = 35
+# | 	 ForkPoolWorker-<n> says that mul(5, 7) = 35
+# | 	 ForkPoolWorker-<n> says that mul(5, 7) = 35
+# | 	 ForkPoolWorker-<n> says that mul(6, 7) = 42
+# | 	 ForkPoolWorker-<n> says that mul(6, 7) = 42
+# | 	 ForkPoolWorker-<n> says that mul(6, 7) = 42
+# | 	 ForkPoolWorker-<n> says that mul(6, 7) = 42
+# | 	 ForkPoolWorker-<n> says that mul(7, 7) = 49
+# | 	 ForkPoolWorker-<n> says that mul(7, 7) = 49
+# | 	 ForkPoolWorker-<n> says that mul(7, 7) = 49
+# | 	 ForkPoolWorker-<n> says that mul(7, 7) = 49
+# | 	 ForkPoolWorker-<n> says that mul(8, 7) = 56
+# | 	 ForkPoolWorker-<n> says that mul(8, 7) = 56
+# | 	 ForkPoolWorker-<n> says that mul(8, 7) = 56
+# | 	 ForkPoolWorker-<n> says that mul(8, 7) = 56
+# | 	 ForkPoolWorker-<n> says that mul(9, 7) = 63
+# | 	 ForkPoolWorker-<n> says that mul(9, 7) = 63
+# | 	 ForkPoolWorker-<n> says that mul(9, 7) = 63
+# | 	 ForkPoolWorker-<n> says that mul(9, 7) = 63
+# | 	 ForkPoolWorker-<n> says that plus(0, 8) = 8
+# | 	 ForkPoolWorker-<n> says that plus(0, 8) = 8
+# | 	 ForkPoolWorker-<n> says that plus(0, 8) = 8
+# | 	 ForkPoolWorker-<n> says that plus(0, 8) = 8
+# | 	 ForkPoolWorker-<n> says that plus(1, 8) = 9
+# | 	 ForkPoolWorker-<n> says that plus(1, 8) = 9
+# | 	 ForkPoolWorker-<n> says that plus(1, 8) = 9
+# | 	 ForkPoolWorker-<n> says that plus(1, 8) = 9
+# | 	 ForkPoolWorker-<n> says that plus(2, 8) = 10
+# | 	 ForkPoolWorker-<n> says that plus(2, 8) = 10
+# | 	 ForkPoolWorker-<n> says that plus(2, 8) = 10
+# | 	 ForkPoolWorker-<n> says that plus(2, 8) = 10
+# | 	 ForkPoolWorker-<n> says that plus(3, 8) = 11
+# | 	 ForkPoolWorker-<n> says that plus(3, 8) = 11
+# | 	 ForkPoolWorker-<n> says that plus(3, 8) = 11
+# | 	 ForkPoolWorker-<n> says that plus(3, 8) = 11
+# | 	 ForkPoolWorker-<n> says that plus(4, 8) = 12
+# | 	 ForkPoolWorker-<n> says that plus(4, 8) = 12
+# | 	 ForkPoolWorker-<n> says that plus(4, 8) = 12
+# | 	 ForkPoolWorker-<n> says that plus(4, 8) = 12
+# | 	 ForkPoolWorker-<n> says that plus(5, 8) = 13
+# | 	 ForkPoolWorker-<n> says that plus(5, 8) = 13
+# | 	 ForkPoolWorker-<n> says that plus(5, 8) = 13
+# | 	 ForkPoolWorker-<n> says that plus(5, 8) = 13
+# | 	 ForkPoolWorker-<n> says that plus(6, 8) = 14
+# | 	 ForkPoolWorker-<n> says that plus(6, 8) = 14
+# | 	 ForkPoolWorker-<n> says that plus(6, 8) = 14
+# | 	 ForkPoolWorker-<n> says that plus(6, 8) = 14
+# | 	 ForkPoolWorker-<n> says that plus(7, 8) = 15
+# | 	 ForkPoolWorker-<n> says that plus(7, 8) = 15
+# | 	 ForkPoolWorker-<n> says that plus(7, 8) = 15
+# | 	 ForkPoolWorker-<n> says that plus(7, 8) = 15
+# | 	 ForkPoolWorker-<n> says that plus(8, 8) = 16
+# | 	 ForkPoolWorker-<n> says that plus(8, 8) = 16
+# | 	 ForkPoolWorker-<n> says that plus(8, 8) = 16
+# | 	 ForkPoolWorker-<n> says that plus(8, 8) = 16
+# | 	 ForkPoolWorker-<n> says that plus(9, 8) = 17
+# | 	 ForkPoolWorker-<n> says that plus(9, 8) = 17
+# | 	 ForkPoolWorker-<n> says that plus(9, 8) = 17
+# | 	 ForkPoolWorker-<n> says that plus(9, 8) = 17
+# | 	ForkPoolWorker-<n> says that mul(0, 7) = 0
+# | 	ForkPoolWorker-<n> says that mul(0, 7) = 0
+# | 	ForkPoolWorker-<n> says that mul(1, 7) = 7
+# | 	ForkPoolWorker-<n> says that mul(2, 7) = 14
+# | 	ForkPoolWorker-<n> says that mul(3, 7) = 21
+# | 	ForkPoolWorker-<n> says that mul(4, 7) = 28
+# | 	ForkPoolWorker-<n> says that mul(5, 7) = 35
+# | 	ForkPoolWorker-<n> says that mul(6, 7) = 42
+# | 	ForkPoolWorker-<n> says that mul(7, 7) = 49
+# | 	ForkPoolWorker-<n> says that mul(8, 7) = 56
+# | 	ForkPoolWorker-<n> says that mul(9, 7) = 63
+# | 	ForkPoolWorker-<n> says that plus(0, 8) = 8
+# | 	ForkPoolWorker-<n> says that plus(1, 8) = 9
+# | 	ForkPoolWorker-<n> says that plus(2, 8) = 10
+# | 	ForkPoolWorker-<n> says that plus(3, 8) = 11
+# | 	ForkPoolWorker-<n> says that plus(4, 8) = 12
+# | 	ForkPoolWorker-<n> says that plus(5, 8) = 13
+# | 	ForkPoolWorker-<n> says that plus(6, 8) = 14
+# | 	ForkPoolWorker-<n> says that plus(7, 8) = 15
+# | 	ForkPoolWorker-<n> says that plus(8, 8) = 16
+# | 	ForkPoolWorker-<n> says that plus(9, 8) = 17
+# | 	Got ZeroDivisionError as expected from IMapIterator.next()
+# | 	Got ZeroDivisionError as expected from list(pool.imap())
+# | 	Got ZeroDivisionError as expected from pool.apply()
+# | 	Got ZeroDivisionError as expected from pool.map()
+# | 	callbacks succeeded
+# | 	list(pool.imap(noop, L, chunksize=12500)):
+# | 	list(pool.imap(pow3, range(10000), chunksize=1250)):
+# | 	map(noop, L):
+# | 	map(pow3, range(10000)):
+# | 	pool.map(noop, L):
+# | 	pool.map(pow3, range(10000)):
+# | ------------------------------- Using processes -------------------------------
+# | Creating pool with 4 processes
+# | L = [None] * 100000
+# | Ordered results using pool.apply_async():
+# | Ordered results using pool.imap():
+# | Ordered results using pool.map() --- will block till complete:
+# | Testing ApplyResult.get() with timeout:
+# | Testing IMapIterator.next() with timeout:
+# | Testing callback:
+# | Testing error handling:
+# | Unordered results using pool.imap_unordered():
+# | cpu_count() = 2
+# | def noop(x): pass
+# | def pow3(x): return x**3
+# | pool = <repr of the pool>
 #
 # A test of `multiprocessing.Pool` class
 #
