@@ -11,7 +11,10 @@ Where the two APIs differ, docs/drop-in.md has the table.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
     from ._chunking import ChunkSizer
     from ._stream import ResultIterator
     from ._task import ChunkOutcome
+    from .backends._base import Statistics
     from .progress import ProgressOption
 
 R = TypeVar("R")
@@ -42,6 +46,9 @@ class MultiprocessingPoolAPI:
 
     if TYPE_CHECKING:  # provided by Pool
         _left_at_exit: LeftAtExit
+        _stdlib_state: str
+
+        def statistics(self) -> Statistics: ...
 
         @property
         def closed(self) -> bool: ...
@@ -141,6 +148,31 @@ class MultiprocessingPoolAPI:
         result = AsyncResult(gather(futures), callback, error_callback, parts=futures)
         return self._left_at_exit.result(result)
 
+    # ---- what programs read of multiprocessing.Pool's internals ----------------------------
+    # Private in the stdlib, yet common in published code (a worker's pid, "is anything still
+    # pending?"): read-only views of the same facts, so such programs run too.
+
+    @property
+    def _processes(self) -> int:
+        """The number of workers (``multiprocessing.Pool._processes``)."""
+        return self._width()
+
+    @property
+    def _state(self) -> str:
+        """``"RUN"``, ``"CLOSE"`` or ``"TERMINATE"``, as ``multiprocessing.pool`` spells them."""
+        return self._stdlib_state
+
+    @property
+    def _cache(self) -> dict[int, object]:
+        """The results and ``imap`` iterators not finished yet, by an id."""
+        return self._left_at_exit.pending()
+
+    @property
+    def _pool(self) -> list[WorkerProcess]:
+        """The worker processes now (none on backends that run tasks in this process)."""
+        workers = self.statistics().workers
+        return [WorkerProcess(w.pid, w.name) for w in workers if w.pid is not None]
+
     # ---- lifecycle ------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -187,6 +219,13 @@ class LeftAtExit:
             self._iterators.add(results)
         return results
 
+    def pending(self) -> dict[int, object]:
+        """What is not finished yet, by an id (``multiprocessing.Pool._cache``)."""
+        with self._lock:
+            found: list[object] = [r for r in self._results if not r.ready()]
+            found += [it for it in self._iterators if it.running]
+        return {id(item): item for item in found}
+
     def _forget(self, result: AsyncResult[Any]) -> None:
         with self._lock:
             self._results.discard(result)
@@ -204,6 +243,54 @@ class LeftAtExit:
                     kill(part)
         stopped = [it for it in iterators if it.stop(_left_behind("iteration"))]
         return bool(pending or stopped)
+
+
+class WorkerProcess:
+    """A worker process as ``multiprocessing.Pool._pool`` lists it: its ``pid`` and ``name``,
+    ``is_alive()``, ``join()``, ``terminate()`` and ``kill()``. It stays valid after the
+    worker exits (``is_alive()`` is then False, even if the pid is reused)."""
+
+    daemon = True
+
+    def __init__(self, pid: int, name: str) -> None:
+        import psutil
+
+        self.pid, self.name = pid, name
+        try:
+            self._process: psutil.Process | None = psutil.Process(pid)
+        except psutil.Error:
+            self._process = None  # already gone
+
+    def is_alive(self) -> bool:
+        import psutil
+
+        try:
+            return self._process is not None and self._process.is_running() \
+                and self._process.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def join(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.is_alive() and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.01)
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, number: int) -> None:
+        import psutil
+
+        if self._process is not None:
+            with contextlib.suppress(psutil.Error):
+                self._process.send_signal(number)
+
+    def __repr__(self) -> str:
+        state = "started" if self.is_alive() else "stopped"
+        return f"<WorkerProcess name={self.name!r} pid={self.pid} {state} daemon>"
 
 
 def _left_behind(what: str) -> PoolClosed:

@@ -130,6 +130,7 @@ class Pool(AsyncPoolAPI, MultiprocessingPoolAPI):
                                         concurrency=self._concurrency))
         self._shutdown_lock = threading.Lock()
         self._is_shut_down = False
+        self._stdlib_state = "RUN"  # multiprocessing's name: RUN, CLOSE, TERMINATE
         self._left_at_exit = LeftAtExit()  # what leaving ``with`` stops, as the stdlib's does
         self._handed_futures = False  # submit() was used: leaving ``with`` waits for those
         # A pool nobody references any more lets its queued work finish, then stops.
@@ -375,6 +376,8 @@ class Pool(AsyncPoolAPI, MultiprocessingPoolAPI):
         with self._shutdown_lock:
             first = not self._is_shut_down
             self._is_shut_down = True
+            if first or kill:
+                self._stdlib_state = "TERMINATE" if kill else "CLOSE"
         if first or kill:
             self._backend.shutdown(wait=wait, cancel_futures=cancel_futures, kill=kill)
         elif wait:

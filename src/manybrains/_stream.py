@@ -173,6 +173,10 @@ class Flow:
             del self._later[seq]
         return outcome
 
+    def busy(self) -> bool:
+        """Whether a chunk it submitted has not finished yet."""
+        return any(not future.done() for future, _ in list(self._inflight.values()))
+
     def wait_at_most(self, timeout: float) -> int | None:
         """The next chunk that finishes within ``timeout`` seconds, else None."""
         try:
@@ -286,6 +290,12 @@ class ResultIterator(Generic[T]):
         return self._advance(None if timeout is None else time.monotonic() + timeout)
 
     next = __next__  # multiprocessing's spelling, for it.next(timeout)
+
+    @property
+    def running(self) -> bool:
+        """Whether calls of it are still running or queued (``multiprocessing``'s pool keeps
+        an ``imap`` in its ``_cache`` until every result has arrived, read or not)."""
+        return not self._done and self._flow.busy()
 
     def close(self) -> None:
         """Stop early: cancel the chunks that have not started."""

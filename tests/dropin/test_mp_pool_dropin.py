@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
+import multiprocessing.pool
 import pickle
 import threading
 import time
@@ -305,3 +306,27 @@ def test_a_task_error_keeps_its_type_and_carries_the_worker_traceback(pool):
     assert type(info.value) is KeyError and info.value.args == ("missing key",)
     assert isinstance(info.value.__cause__, mb.RemoteTraceback)
     assert 'raise KeyError("missing key")' in info.value.__cause__.tb
+
+
+def test_the_internals_published_code_reads_are_there_as_read_only_views():
+    # pool._processes, _state, _cache and _pool are private in multiprocessing, yet read by
+    # published programs (CPython's own mp_pool.py example among them).
+    pool = mb.Pool(2)
+    try:
+        assert pool._processes == 2
+        assert pool._state == multiprocessing.pool.RUN
+        pending = pool.apply_async(time.sleep, (0.3,))
+        assert list(pool._cache.values()) == [pending]
+        pending.get(timeout=30)
+        assert pool._cache == {}
+        workers = pool._pool
+        assert sorted(w.pid for w in workers) == sorted(pool.backend.worker_pids())
+        assert all(w.is_alive() for w in workers)
+        pool.close()
+        assert pool._state == multiprocessing.pool.CLOSE
+        pool.join()
+        assert not any(w.is_alive() for w in workers)
+        assert pool._pool == []
+    finally:
+        pool.terminate()
+    assert pool._state == multiprocessing.pool.TERMINATE
