@@ -167,7 +167,8 @@ def _reduce_class(cls: type) -> Any:
 
 
 def _reduce_function(fn: types.FunctionType) -> Any:
-    state: dict[str, Any] = {"globals": _globals_of(fn)}
+    # Submodules travel as references: unpickling them imports them in the worker.
+    state: dict[str, Any] = {"globals": _globals_of(fn), "submodules": _submodules_of(fn)}
     if fn.__qualname__ == fn.__name__ and (_held_by_target(fn.__name__, fn)
                                             or _held_by_parent(fn.__name__, fn)):
         return (_main_attribute, (fn.__name__,), state, None, None, _set_state)
@@ -188,6 +189,39 @@ def _globals_of(fn: types.FunctionType) -> list[tuple[str, str, Any]]:
             tok = token(name, value)
             found.append((name, tok, _INHERITED if inherited.get(name) == tok else value))
     return found
+
+
+def _submodules_of(fn: types.FunctionType) -> list[types.ModuleType]:
+    """The submodules ``fn`` reaches through a module global, as ``logging.handlers``.
+
+    The script imported them (``import logging.handlers``); a worker that does not re-run it
+    (forkserver, spawn, or a template forked before the import) has only ``logging``, so
+    they are imported there when ``fn`` arrives (cloudpickle does the same for its own
+    functions).
+    """
+    main = _main_dict()
+    attributes = _attributes(fn.__code__)
+    found = []
+    for name in _names(fn.__code__):
+        module = main.get(name)
+        if not isinstance(module, types.ModuleType) or not getattr(module, "__path__", None):
+            continue  # not a package: it has no submodules
+        prefix = module.__name__ + "."
+        for loaded, sub in list(sys.modules.items()):
+            if (isinstance(loaded, str) and loaded.startswith(prefix) and sub is not None
+                    and set(loaded[len(prefix):].split(".")) <= attributes):
+                found.append(sub)
+    return found
+
+
+@functools.lru_cache(maxsize=1024)
+def _attributes(code: types.CodeType) -> frozenset[str]:
+    """The names ``code`` (and the code nested in it) uses as globals or attributes."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _attributes(const)
+    return frozenset(names)
 
 
 @functools.lru_cache(maxsize=1024)

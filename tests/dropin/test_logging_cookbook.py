@@ -43,8 +43,8 @@ COOKBOOK = """
         logging.info("worker ready")
 
 
-    def logger_init(path):
-        q = multiprocessing.Queue()
+    def logger_init(path, context):
+        q = multiprocessing.get_context(context).Queue() if context else multiprocessing.Queue()
         # this is the handler for all log records
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s: %(process)s - %(message)s"))
@@ -67,7 +67,7 @@ COOKBOOK = """
 
 
     def main():
-        q_listener, q = logger_init(sys.argv[1])
+        q_listener, q = logger_init(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)
         logging.info("hello from main thread")
         pool = Pool(4, worker_init, [q])
         results = pool.map(f, range(10), 1)
@@ -163,9 +163,7 @@ def _run(script: str, tmp_path: Path, *args: str) -> tuple[dict, str]:
     return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
 
 
-def test_the_cookbook_queue_listener_pattern_logs_every_record(tmp_path):
-    log = tmp_path / "via_queue.log"
-    found, stderr = _run(COOKBOOK, tmp_path, str(log))
+def _check_cookbook(found: dict, stderr: str, log: Path) -> None:
     assert found["results"] == [x * x for x in range(10)]
     records = [line.split(" ", 1) for line in log.read_text().splitlines()]
     by_message: dict[str, set[int]] = {}
@@ -181,12 +179,27 @@ def test_the_cookbook_queue_listener_pattern_logs_every_record(tmp_path):
     # parent's handlers directly, as the inherited handler writes them under the stdlib's fork).
     assert all(task in stderr for task in tasks)
     assert "hello from main thread" in stderr
+
+
+def test_the_cookbook_queue_listener_pattern_logs_every_record(tmp_path):
+    log = tmp_path / "via_queue.log"
+    found, stderr = _run(COOKBOOK, tmp_path, str(log))
+    _check_cookbook(found, stderr, log)
     if found["stdlib"] == "fork":  # Python 3.10-3.13 on Linux: fork, and say why
         assert found["method"] == "fork"
         assert "initargs[0] (Queue)" in found["why"], found["why"]
         assert "'fork' context" in found["why"] and "threads run" in found["why"]
     else:  # 3.14: the default queue is forkserver's, which a forkserver worker can reach
         assert found["method"] == "forkserver"
+
+
+def test_the_cookbook_with_a_forkserver_queue_keeps_forkserver_workers(tmp_path):
+    # What the refusals advise. The workers do not re-run the script, yet worker_init reads
+    # logging.handlers, which only the script imported: it is imported for them.
+    log = tmp_path / "via_queue.log"
+    found, stderr = _run(COOKBOOK, tmp_path, str(log), "forkserver")
+    _check_cookbook(found, stderr, log)
+    assert found["method"] == "forkserver"
 
 
 def test_a_running_thread_and_a_stdlib_lock_in_initargs_share_the_lock(tmp_path):
