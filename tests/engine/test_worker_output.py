@@ -167,3 +167,59 @@ def test_a_line_printed_just_before_a_crash_is_not_lost(capsys):
     with mb.Pool(1) as pool, pytest.raises(mb.WorkerCrashed):
         pool.submit(print_then_crash).result(timeout=10)
     assert "last words" in capsys.readouterr().out
+
+
+LAST_RESORT_SCRIPT = """
+    import logging
+    import logging.handlers
+    import multiprocessing
+    import sys
+
+    from manybrains import Pool
+
+    def own_handler(q):  # the logging cookbook: the worker logs to a queue only
+        root = logging.getLogger()
+        if not root.handlers:
+            root.addHandler(logging.handlers.QueueHandler(q))
+        logging.getLogger("app").warning("to the queue")
+
+    def no_handler(x):
+        logging.getLogger("app").warning("by the last resort")
+
+    def configure():
+        logging.basicConfig(level=logging.INFO, format="configured %(levelname)s %(message)s")
+
+    def informs(x):
+        logging.getLogger("app").info("an info record")
+
+    if __name__ == "__main__":
+        q = multiprocessing.Manager().Queue()
+        with Pool(1) as pool:
+            pool.map(no_handler, [0])
+        with Pool(2) as pool:
+            pool.map(own_handler, [q] * 4, 1)
+        with Pool(1, configure) as pool:
+            pool.map(informs, [0])
+        print(q.qsize())
+"""
+
+
+@pytest.mark.parametrize("pool_module", ["multiprocessing", "manybrains"])
+def test_a_parent_without_logging_handlers_sees_what_the_stdlib_shows(tmp_path, pool_module):
+    # A forked stdlib worker holds copies of the parent's handlers: here none. So a warning
+    # goes through logging's last resort, a record that the program's own QueueHandler takes
+    # is not printed, and basicConfig() in an initializer configures the worker.
+    import subprocess
+    import textwrap
+
+    script = tmp_path / "cookbook.py"
+    source = textwrap.dedent(LAST_RESORT_SCRIPT)
+    script.write_text(source.replace("from manybrains import", f"from {pool_module} import"))
+    path = os.path.dirname(os.path.dirname(mb.__file__))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path, env={**os.environ, "PYTHONPATH": path})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "4\n"
+    assert done.stderr.count("by the last resort") == 1
+    assert "to the queue" not in done.stderr
+    assert done.stderr.count("configured INFO an info record") == 1

@@ -45,9 +45,17 @@ ShipOutput = Callable[[int, bytes], None]
 def parent_levels() -> dict[str, Any]:
     """The parent's logging levels, so that a worker ships only records the parent keeps."""
     manager = logging.root.manager
-    levels = {name: logger.level for name, logger in list(manager.loggerDict.items())
-              if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET}
-    return {"root": logging.root.level, "loggers": levels, "disable": manager.disable}
+    loggers = [(name, logger) for name, logger in list(manager.loggerDict.items())
+               if isinstance(logger, logging.Logger)]
+    levels = {name: logger.level for name, logger in loggers if logger.level != logging.NOTSET}
+    handled = [name for name, logger in loggers if logger.handlers]
+    if logging.root.handlers:
+        handled.append(ROOT)
+    return {"root": logging.root.level, "loggers": levels, "disable": manager.disable,
+            "handled": handled}
+
+
+ROOT = "root"
 
 
 # ---- worker side ------------------------------------------------------------------------------
@@ -66,10 +74,10 @@ def uninstall() -> None:
         raw = getattr(getattr(getattr(sys, name), "buffer", None), "raw", None)
         if isinstance(raw, _ShippingRaw) and raw._original is not None:
             setattr(sys, name, raw._original)
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if isinstance(handler, _ShippingHandler):
-            root.removeHandler(handler)
+    for logger in _loggers():
+        for handler in list(logger.handlers):
+            if isinstance(handler, _ShippingHandler):
+                logger.removeHandler(handler)
 
 
 def flush() -> None:
@@ -87,9 +95,22 @@ def _install_logging(ship: ShipLog, levels: dict[str, Any] | None) -> None:
             logging.getLogger(name).setLevel(level)
         logging.disable(levels["disable"])
     # Handlers inherited through fork, or added by an import, would write from here as well.
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    root.addHandler(_ShippingHandler(ship))
+    for logger in _loggers():
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+    # The shipping handler stands in for the parent's handlers, on the loggers that have
+    # some there: a forked worker of the stdlib's pools holds copies of them in those places.
+    # Where the parent has none, neither does such a worker: its root logger stays empty
+    # (logging.basicConfig() in an initializer works), and a record that no handler takes
+    # goes to logging's last resort, which writes to sys.stderr, which reaches the parent.
+    shipping = _ShippingHandler(ship)
+    for name in [ROOT] if levels is None else levels.get("handled", [ROOT]):
+        logging.getLogger(None if name == ROOT else name).addHandler(shipping)
+
+
+def _loggers() -> list[logging.Logger]:
+    found = list(logging.root.manager.loggerDict.values())
+    return [logging.root, *(logger for logger in found if isinstance(logger, logging.Logger))]
 
 
 class _ShippingHandler(logging.Handler):
@@ -98,8 +119,14 @@ class _ShippingHandler(logging.Handler):
     def __init__(self, ship: ShipLog) -> None:
         super().__init__()
         self._ship = ship
+        self._sent = threading.local()  # the record last sent by this thread
 
     def emit(self, record: logging.LogRecord) -> None:
+        # On two loggers of one record's path, it is sent once: the parent hands it to its
+        # logger, from which it propagates as it would here.
+        if getattr(self._sent, "record", None) is record:
+            return
+        self._sent.record = record
         try:
             self._ship(pickle.dumps(_portable(record), protocol=pickle.HIGHEST_PROTOCOL))
         except Exception:  # noqa: BLE001 - logging must never fail the task
@@ -174,7 +201,7 @@ def deliver_log(payload: bytes | memoryview) -> None:
     """Hand a worker's record to the parent's logger of the same name (and its handlers)."""
     try:
         record = logging.makeLogRecord(pickle.loads(payload))
-        logger = logging.getLogger(None if record.name == "root" else record.name)
+        logger = logging.getLogger(None if record.name == ROOT else record.name)
         if logger.isEnabledFor(record.levelno):
             logger.handle(record)
     except Exception:  # a bad record or handler must not stop the engine
