@@ -58,19 +58,22 @@ class Startup:
         """A new worker process, starting; raises BrokenPool if none can be started."""
         launch = self._options.launch
         parent_end, child_end = launch.context.Pipe(duplex=True)
+        mark = worker.TaskMark()
         threads = (self._options.inner_threads, self._options.workers)
         process = launch.context.Process(
-            target=worker.main, args=(child_end, threads, self._setup),
+            target=worker.main, args=(child_end, threads, self._setup, mark),
             name="manybrains-worker")
         try:
             with starting(launch):
                 process.start()
         except BaseException as exc:  # e.g. out of processes or memory
             parent_end.close()
+            mark.close()
             raise BrokenPool(f"cannot start a worker process: {exc!r}") from exc
         finally:
             child_end.close()
-        return WorkerSlot(process, parent_end)
+        mark.handed_over()
+        return WorkerSlot(process, parent_end, mark)
 
     def ready(self) -> None:
         """A worker answered READY: the deaths before it were not the initializer's."""

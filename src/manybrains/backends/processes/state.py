@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .context import Launch
+    from .worker import TaskMark
 
 
 @dataclass(eq=False)
@@ -41,10 +42,12 @@ class WorkerSlot:
 
     process: BaseProcess
     conn: Connection
-    inflight: deque[Record] = field(default_factory=deque)
+    mark: TaskMark  # the id of the last task it took: after its death, the one it was running
+    inflight: deque[Record] = field(default_factory=deque)  # sent to it, oldest first
     ready: bool = False
     retiring: bool = False
     fate: BaseException | None = None  # what its running task gets when we kill it
+    doomed: Record | None = None  # the task we killed it for; None: whichever it runs
     calls: int = 0
     tasks_done: int = 0
     busy: float = 0.0

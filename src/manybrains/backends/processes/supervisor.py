@@ -20,10 +20,11 @@ A task's journey::
       future.result() ◄───────────── future.set_result / set_exception
 
     and when things go wrong:
-      worker dies      wait() wakes on its sentinel: the oldest in-flight record is the one it
-                       was running -> WorkerCrashed (or resubmitted while retries remain);
-                       the others were never started and go back to pending; a new worker
-                       replaces it.
+      worker dies      wait() wakes on its sentinel: its task mark (shared memory the worker
+                       writes as it takes a task) names the record it was running ->
+                       WorkerCrashed (or resubmitted while retries remain); the others, and
+                       the oldest too if the worker never took it (it died between tasks),
+                       were never started and go back to pending; a new worker replaces it.
       timeout          wait() has a deadline: the worker and its children are killed, its
                        record fails with TimeoutError, and the sentinel path above follows.
       init fails       INIT_FAILED (or deaths before READY, judged by :mod:`.startup`): the
@@ -52,6 +53,7 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from concurrent.futures import CancelledError, Future
 from multiprocessing.connection import wait
 from typing import Any
@@ -73,7 +75,7 @@ from . import inner_threads, output, protocol  # noqa: F401
 from .dispatch import next_deadline, overdue, pick_worker
 from .inbox import Inbox
 from .kill import kill_tree
-from .startup import Startup
+from .startup import STARTUP_ATTEMPTS, Startup
 from .state import EngineOptions, Record, WorkerSlot
 
 LOGGER = logging.getLogger("manybrains")
@@ -88,6 +90,7 @@ class Supervisor:
     def __init__(self, options: EngineOptions) -> None:
         self._options = options
         self._startup = Startup(options)  # raises if the initializer cannot reach a worker
+        self._fresh_deaths = 0  # in a row: workers that died ready before their first task
         self._inbox = Inbox()
         self._lock = threading.Lock()  # orders submit against shutdown in caller threads
         self._closed = False
@@ -212,7 +215,7 @@ class Supervisor:
         for w in self._workers.values():
             if record in w.inflight and kill:
                 if w.inflight[0] is record:
-                    self._kill(w, CancelledError())
+                    self._kill(w, CancelledError(), record)
                 else:  # queued behind another task: killed when it starts
                     record.kill_requested = True
 
@@ -312,6 +315,7 @@ class Supervisor:
         elif kind == protocol.LOG:
             output.deliver_log(body)
         elif w.inflight and w.inflight[0].id == task_id:
+            self._fresh_deaths = 0
             record = w.inflight.popleft()
             self._account(w, elapsed)
             self._observe(w, record, frame, elapsed)
@@ -342,7 +346,7 @@ class Supervisor:
         if limit is not None and rss > limit and not w.retiring:
             self._retire(w)
         if w.inflight and w.inflight[0].kill_requested:
-            self._kill(w, CancelledError())
+            self._kill(w, CancelledError(), w.inflight[0])
 
     def _settle(self, record: Record, value: Any, error: BaseException | None) -> None:
         if error is not None:
@@ -368,41 +372,80 @@ class Supervisor:
             self._on_startup_death(w)
         elif w.inflight:
             self._on_death(w)
+        w.mark.close()
         self._ensure_workers()
 
     def _on_startup_death(self, w: WorkerSlot) -> None:
         # Its tasks never started (a worker reads them only after its initializer).
-        self._pending.extendleft(reversed(w.inflight))
+        self._requeue(w.inflight)
         w.inflight.clear()
         error = self._startup.died(w)
         if error is not None:
             self._break(error)
 
     def _on_death(self, w: WorkerSlot) -> None:
-        running = w.inflight.popleft()
-        self._pending.extendleft(reversed(w.inflight))  # never started: they go first again
+        running = self._running_at_death(w)
+        self._requeue(w.inflight)  # never started: they go first again, on other workers
+        w.inflight.clear()
+        if running is None:  # it died between tasks (killed from outside, say)
+            return
         if w.fate is not None:
-            if isinstance(w.fate, TimeoutError):
-                self.counters.add("timed_out")
-            return self._fail(running, w.fate)
+            return self._on_killed(w, running, w.fate)
         self.counters.add("crashed")
         if running.retries > 0 and not running.future.done():
             running.retries -= 1
             self.counters.add("retried")
-            return self._pending.appendleft(running)
+            return self._requeue([running])
         how = describe_exit(w.process.exitcode)
         self._fail(running, WorkerCrashed(
             f"the worker (pid {w.process.pid}) running {running.label} died with {how}",
             pid=w.process.pid, exitcode=w.process.exitcode))
 
+    def _running_at_death(self, w: WorkerSlot) -> Record | None:
+        """The record ``w`` was running when it died, taken off its queue; None if it had
+        not taken the oldest one it was sent (its mark still names a finished task)."""
+        if not w.inflight:
+            return None
+        taken = w.mark.last_started()
+        if taken == w.inflight[0].id:
+            return w.inflight.popleft()
+        if taken == 0:  # it died ready, before its first task
+            self._fresh_deaths += 1
+            if self._fresh_deaths >= STARTUP_ATTEMPTS:
+                # Not an accident: workers die before they can take a task (a thread of the
+                # initializer's ending the process?). The task fails, as a crash, so that
+                # the pool gets through its tasks instead of starting workers forever.
+                return w.inflight.popleft()
+        return None
+
+    def _on_killed(self, w: WorkerSlot, running: Record, fate: BaseException) -> None:
+        if w.doomed is not None and w.doomed is not running:
+            # Killed for a task that finished first: this one did nothing wrong.
+            return self._requeue([running])
+        if isinstance(fate, TimeoutError):
+            self.counters.add("timed_out")
+        self._fail(running, fate)
+
+    def _requeue(self, records: Iterable[Record]) -> None:
+        """Put ``records`` (in order) at the front of the queue; a settled one is dropped."""
+        for record in reversed(list(records)):
+            if record.future.done():  # cancelled, or failed by a kill of its pool
+                self._open.pop(record.id, None)
+                continue
+            record.started = None  # its clock starts again on the worker that takes it
+            self._pending.appendleft(record)
+
     def _expire_deadlines(self) -> None:
         for w, head in list(overdue(self._workers.values(), time.monotonic())):
             self._kill(w, TimeoutError(f"{head.label} ran longer than its timeout of "
-                                       f"{head.timeout:g} s; its worker was killed and replaced"))
+                                       f"{head.timeout:g} s; its worker was killed and "
+                                       "replaced"), head)
 
-    def _kill(self, w: WorkerSlot, fate: BaseException) -> None:
-        """Kill ``w`` and the processes it started; its sentinel then settles its tasks."""
+    def _kill(self, w: WorkerSlot, fate: BaseException, doomed: Record | None = None) -> None:
+        """Kill ``w`` and the processes it started, for ``doomed`` (None: for whatever it
+        runs); its sentinel then settles its tasks."""
         w.fate = fate
+        w.doomed = doomed
         kill_tree(w.process.pid)
 
     def _kill_all(self) -> None:
@@ -411,6 +454,7 @@ class Supervisor:
         for w in list(self._workers.values()):
             w.process.join()
             w.conn.close()
+            w.mark.close()
         self._workers.clear()
 
     def _break(self, error: BaseException) -> None:

@@ -9,10 +9,12 @@ sentinel.
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import signal
 import sys
 import time
+from multiprocessing.reduction import DupFd
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle  # noqa: F401 - imported here so a forkserver preloads it for every worker
@@ -26,6 +28,9 @@ from . import output, protocol
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
+
+if not hasattr(os, "memfd_create"):  # pragma: no cover - for TaskMark off Linux; imported
+    import tempfile  # here so that the supervisor thread never imports it
 
 _PR_SET_PDEATHSIG = 1
 
@@ -55,10 +60,74 @@ class Setup:
         return self._payload
 
 
-def main(conn: Connection, threads: tuple[int | None, int], setup: Setup) -> None:
+class TaskMark:
+    """Eight bytes of memory shared by one worker and its supervisor: the id of the last
+    task the worker started.
+
+    The worker writes it as it takes a task: a store to memory, no system call and no
+    message, so the hot path costs what it did. When the worker dies, the supervisor reads
+    it to tell the task that was running from those still on their way to the worker, which
+    never started and run on another one. Task ids start at 1, so 0 means "none yet".
+    """
+
+    SIZE = 8
+
+    def __init__(self, fd: int | None = None) -> None:
+        self._fd = _shared_file(self.SIZE) if fd is None else fd
+        self._map = mmap.mmap(self._fd, self.SIZE)
+        if fd is not None:  # a worker's copy: the mapping is all it needs
+            self.handed_over()
+        self._slot: memoryview | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled only while multiprocessing starts a process, which hands the descriptor
+        # over with the start request; a fork child inherits the mapping itself.
+        return (_attach_mark, (DupFd(self._fd),))
+
+    def handed_over(self) -> None:
+        """Its worker has started (and holds the memory): the descriptor is not needed."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def started(self, task_id: int) -> None:
+        """In the worker: it takes the task ``task_id`` now."""
+        if self._slot is None:
+            self._slot = memoryview(self._map).cast("Q")
+        self._slot[0] = task_id
+
+    def last_started(self) -> int:
+        """In the supervisor, once the worker is gone: the id of the last task it took."""
+        return int.from_bytes(self._map[:self.SIZE], sys.byteorder)
+
+    def close(self) -> None:
+        """In the supervisor: the worker is gone (or never started) and its mark was read."""
+        self.handed_over()
+        if self._slot is None:  # a worker's own view (a fork child's) keeps the map open
+            self._map.close()
+
+
+def _attach_mark(descriptor: Any) -> TaskMark:
+    return TaskMark(descriptor.detach())
+
+
+def _shared_file(size: int) -> int:
+    """A descriptor of ``size`` bytes of memory that a child process can map too."""
+    if hasattr(os, "memfd_create"):  # Linux
+        fd = os.memfd_create("manybrains-task-mark", os.MFD_CLOEXEC)
+    else:  # pragma: no cover - an unlinked file elsewhere
+        fd, path = tempfile.mkstemp(prefix="manybrains-task-mark-")
+        os.unlink(path)
+    os.ftruncate(fd, size)
+    return fd
+
+
+def main(conn: Connection, threads: tuple[int | None, int], setup: Setup, mark: TaskMark
+         ) -> None:
     """Entry point of a worker process (the ``target`` of its ``Process``).
 
     ``threads``: ``(inner_threads, workers)`` of the pool, for the native thread cap.
+    ``mark``: where this worker notes each task it takes (see :class:`TaskMark`).
     """
     # Before anything is unpickled: a library that loads later reads the environment.
     from . import inner_threads
@@ -83,7 +152,7 @@ def main(conn: Connection, threads: tuple[int | None, int], setup: Setup) -> Non
             _send(conn, _error_frame(protocol.INIT_FAILED, exc))
             return
     if _send(conn, protocol.reply(protocol.READY)):
-        _serve(conn, _memory_probe(measure_memory))
+        _serve(conn, _memory_probe(measure_memory), mark)
     output.flush()
 
 
@@ -96,7 +165,7 @@ def _forget_pool(conn: Connection) -> None:
         conn.close()
 
 
-def _serve(conn: Connection, rss: Any) -> None:
+def _serve(conn: Connection, rss: Any, mark: TaskMark) -> None:
     while True:
         try:
             frame = conn.recv_bytes()
@@ -105,6 +174,7 @@ def _serve(conn: Connection, rss: Any) -> None:
         kind, task_id = protocol.read_request(frame)
         if kind == protocol.STOP:
             return
+        mark.started(task_id)  # from here on, a death of this worker is this task's
         received = time.perf_counter()
         kind, elapsed, body = _wire.execute(loads, memoryview(frame)[protocol.REQUEST_SIZE:])
         del frame  # a big task's bytes can go before its result is pickled
