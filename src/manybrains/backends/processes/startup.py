@@ -13,7 +13,10 @@ once instead of respawning forever:
 
 from __future__ import annotations
 
+import importlib
 import os
+from multiprocessing.context import set_spawning_popen
+from typing import Any
 
 from ..._errors import BrokenPool, InitializerFailed, UnpicklingFailed, describe_exit
 from ..._inheritance import Kept
@@ -27,6 +30,32 @@ from .state import EngineOptions, WorkerSlot
 # initializer breaks it at once: that failure is certain, a death may be an outside kill).
 STARTUP_ATTEMPTS = 3
 
+# What the supervisor thread would otherwise import, or read half-imported from
+# sys.modules, while it starts, replaces or kills a worker. Another thread of the program may
+# be importing the same module at that moment (tqdm's first bar makes a multiprocessing lock,
+# a stdlib Pool starts), and a module read while another thread runs its body lacks the names
+# it has not defined yet: the pickler looks up multiprocessing.synchronize.SemLock. So the
+# pool's caller imports them, before the supervisor thread exists.
+ENGINE_MODULES = (
+    "multiprocessing.synchronize",  # manybrains' pickler checks for its SemLock
+    "multiprocessing.reduction",  # pickling a start request
+    "multiprocessing.connection",
+    "multiprocessing.pool",  # MaybeEncodingError, built in future callbacks (_errors)
+    "psutil",  # kill.kill_tree: timeouts, cancelling a running task, terminate()
+)
+START_MODULES = {  # what starting a process of each stdlib method imports
+    "fork": ("multiprocessing.popen_fork",),
+    "spawn": ("multiprocessing.popen_spawn_posix", "multiprocessing.resource_tracker"),
+    "forkserver": ("multiprocessing.popen_forkserver", "multiprocessing.forkserver"),
+}
+
+
+def load_engine_modules(method: str) -> None:
+    """Import, in the calling thread, every module the supervisor thread of a pool whose
+    workers start by ``method`` could import (see :data:`ENGINE_MODULES`)."""
+    for name in (*ENGINE_MODULES, *START_MODULES.get(method, ())):
+        importlib.import_module(name)
+
 
 class Startup:
     """Starts the workers of one pool and judges the ones that fail to start."""
@@ -34,25 +63,38 @@ class Startup:
     def __init__(self, options: EngineOptions) -> None:
         self._options = options
         launch = options.launch
+        load_engine_modules(launch.method)
         inherited = launch.inherited_globals if launch.method == "fork" else None
         # The very object a template kept, so that it travels as a reference to its copy.
         initialization = (launch.kept if launch.kept is not None
                           else Kept((options.initializer, options.initargs)))
-        self._setup = worker.Setup((initialization, os.getpid(),
-                                    options.max_memory_per_worker is not None,
-                                    output.parent_levels(), inherited))
-        self._check_setup()
+        self._setup = self._prepare_setup((initialization, os.getpid(),
+                                           options.max_memory_per_worker is not None,
+                                           output.parent_levels(), inherited))
         self._deaths = 0  # in a row, without a worker becoming ready in between
 
-    def _check_setup(self) -> None:
-        """Raise here, in the caller, if the initializer or initargs cannot reach a worker."""
+    def _prepare_setup(self, payload: tuple[Any, ...]) -> worker.Setup:
+        """The setup every worker loads, pickled here in the caller when it can be.
+
+        Pickled once, its bytes travel as they are with each worker's start request, so the
+        supervisor thread never runs the pickler over the initializer and initargs. Raises
+        here, in the caller, if they cannot reach a worker.
+        """
         launch = self._options.launch
         if launch.method == "fork":  # inherited as they are: nothing is pickled
-            return
-        with starting(launch):
-            dumps_checked(self._setup, header=b"", parts=lambda: [
-                ("the initializer", self._options.initializer),
-                *((f"initargs[{i}]", a) for i, a in enumerate(self._options.initargs))])
+            return worker.Setup(payload)
+        collector = _DescriptorCount()
+        set_spawning_popen(collector)  # type: ignore[arg-type]  # a stand-in, see _DescriptorCount
+        try:
+            with starting(launch):
+                blob = dumps_checked(payload, header=b"", parts=lambda: [
+                    ("the initializer", self._options.initializer),
+                    *((f"initargs[{i}]", a) for i, a in enumerate(self._options.initargs))])
+        finally:
+            set_spawning_popen(None)
+        if collector.count:  # a multiprocessing Queue or Pipe: its descriptors are handed
+            return worker.Setup(payload)  # to each worker as it starts, pickled then
+        return worker.Setup(blob=bytes(blob))
 
     def start_worker(self) -> WorkerSlot:
         """A new worker process, starting; raises BrokenPool if none can be started."""
@@ -98,3 +140,22 @@ class Startup:
         where = ("in a worker" if kind == protocol.INIT_FAILED
                  else "in a worker, which could not load the pool's initializer and initargs")
         return InitializerFailed.because(cause, where)
+
+
+class _DescriptorCount:
+    """A "spawning popen" for pickling a worker's setup ahead of its start: counts the file
+    descriptors it would hand over (then the setup is pickled at each start instead)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def duplicate_for_child(self, fd: int) -> int:
+        self.count += 1
+        return fd
+
+    class DupFd:
+        def __init__(self, fd: int) -> None:
+            self.fd = fd
+
+        def detach(self) -> int:
+            raise RuntimeError("a descriptor of a setup pickled ahead was unpickled")

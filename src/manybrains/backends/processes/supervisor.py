@@ -42,6 +42,11 @@ Only this thread touches worker state, so there are no locks around it: other th
 it through its :class:`~.inbox.Inbox` (a deque, and a byte on a pipe). It never polls or sleeps:
 ``multiprocessing.connection.wait`` returns when a worker answers, when one dies (its
 sentinel), when a deadline passes or when the caller has news.
+
+It never imports a module either, nor runs the pickler over the pool's initializer: another
+thread of the program may be importing that module at that moment, and a module read while
+its body runs is missing names. The pool's caller imports what this thread needs and pickles
+the workers' setup (:class:`~.startup.Startup`) before this thread starts.
 """
 
 from __future__ import annotations

@@ -40,6 +40,9 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable
+from multiprocessing.connection import Pipe, wait
+from multiprocessing.context import set_spawning_popen
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from ... import _inheritance, _mainspace
@@ -208,9 +211,6 @@ class TemplateProcess:
         self._exitcode: int | None = None
 
     def start(self) -> None:
-        from multiprocessing.context import set_spawning_popen
-        from multiprocessing.reduction import ForkingPickler
-
         passing = _FdPassing()
         read_end, write_end = os.pipe()
         set_spawning_popen(passing)  # type: ignore[arg-type]  # multiprocessing objects may travel (see _FdPassing)
@@ -229,16 +229,11 @@ class TemplateProcess:
 
     @property
     def exitcode(self) -> int | None:
-        if self._exitcode is None and self.sentinel >= 0:
-            from multiprocessing.connection import wait
-
-            if wait([self.sentinel], 0):
-                self._collect()
+        if self._exitcode is None and self.sentinel >= 0 and wait([self.sentinel], 0):
+            self._collect()
         return self._exitcode
 
     def join(self, timeout: float | None = None) -> None:
-        from multiprocessing.connection import wait
-
         if self._exitcode is None and self.sentinel >= 0 and wait([self.sentinel], timeout):
             self._collect()
 
@@ -301,9 +296,7 @@ class TemplateContext:
         return "template"
 
     def Pipe(self, duplex: bool = True) -> Any:
-        import multiprocessing
-
-        return multiprocessing.Pipe(duplex)
+        return Pipe(duplex)
 
     def Process(self, target: Callable[..., Any], args: tuple[Any, ...] = (),
                 name: str = "manybrains-worker") -> TemplateProcess:
