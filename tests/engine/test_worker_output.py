@@ -78,7 +78,9 @@ def test_worker_records_reach_the_parent_with_pid_and_process_name(info_logs, st
     by_message = {r.getMessage(): r for r in records}
     for i, pid in enumerate(pids):
         assert by_message[f"info {i}"].process == pid != os.getpid()
-        assert by_message[f"info {i}"].processName == "manybrains-worker"
+        # as multiprocessing.Pool names its workers: ForkPoolWorker-3, SpawnPoolWorker-4...
+        assert by_message[f"info {i}"].processName.split("-")[0] in (
+            "ForkPoolWorker", "SpawnPoolWorker", "ForkServerPoolWorker")
 
 
 def test_workers_ship_only_the_levels_the_parent_keeps(caplog):

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import importlib
 import os
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from multiprocessing.context import set_spawning_popen
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from ..._errors import BrokenPool, InitializerFailed, UnpicklingFailed, describe_exit
@@ -57,6 +60,23 @@ def load_engine_modules(method: str) -> None:
         importlib.import_module(name)
 
 
+@dataclass(eq=False)
+class Prepared:
+    """A worker process made (so numbered, as the stdlib numbers its processes) but not
+    started, with the pipe it will talk over and its task mark."""
+
+    process: BaseProcess
+    conn: Connection
+    child_end: Connection
+    mark: worker.TaskMark
+
+    def discard(self) -> None:
+        """It will never start: close what it holds."""
+        self.conn.close()
+        self.child_end.close()
+        self.mark.close()
+
+
 class Startup:
     """Starts the workers of one pool and judges the ones that fail to start."""
 
@@ -96,26 +116,36 @@ class Startup:
             return worker.Setup(payload)  # to each worker as it starts, pickled then
         return worker.Setup(blob=bytes(blob))
 
-    def start_worker(self) -> WorkerSlot:
-        """A new worker process, starting; raises BrokenPool if none can be started."""
+    def prepare(self) -> Prepared:
+        """A new worker process, made but not started; the stdlib's Pool numbers its workers
+        when it makes them (at ``Pool()`` for the first ones), and so does this."""
         launch = self._options.launch
         parent_end, child_end = launch.context.Pipe(duplex=True)
         mark = worker.TaskMark()
         threads = (self._options.inner_threads, self._options.workers)
-        process = launch.context.Process(
-            target=worker.main, args=(child_end, threads, self._setup, mark),
-            name="manybrains-worker")
+        process = launch.context.Process(target=worker.main,
+                                         args=(child_end, threads, self._setup, mark))
+        if self._options.pool_workers:  # as multiprocessing.Pool renames its workers
+            process.name = process.name.replace("Process", "PoolWorker")
+        return Prepared(process, parent_end, child_end, mark)
+
+    def start_worker(self, prepared: Prepared | None = None) -> WorkerSlot:
+        """Start ``prepared`` (or a new worker); raises BrokenPool if it cannot start."""
+        try:
+            if prepared is None:
+                prepared = self.prepare()
+        except OSError as exc:  # e.g. out of file descriptors
+            raise BrokenPool(f"cannot start a worker process: {exc!r}") from exc
+        launch = self._options.launch
         try:
             with starting(launch):
-                process.start()
+                prepared.process.start()
         except BaseException as exc:  # e.g. out of processes or memory
-            parent_end.close()
-            mark.close()
+            prepared.discard()
             raise BrokenPool(f"cannot start a worker process: {exc!r}") from exc
-        finally:
-            child_end.close()
-        mark.handed_over()
-        return WorkerSlot(process, parent_end, mark)
+        prepared.child_end.close()
+        prepared.mark.handed_over()
+        return WorkerSlot(prepared.process, prepared.conn, prepared.mark)
 
     def ready(self) -> None:
         """A worker answered READY: the deaths before it were not the initializer's."""

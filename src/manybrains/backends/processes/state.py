@@ -69,3 +69,10 @@ class EngineOptions:
     # Each worker calls inner_threads.cap(inner_threads, workers) first thing.
     inner_threads: int | None = None
     mark_running: bool = False  # move futures to RUNNING when sent (the Executor contract)
+
+    @property
+    def pool_workers(self) -> bool:
+        """Workers are named as ``multiprocessing.Pool`` names them (``ForkPoolWorker-3``);
+        the ``ProcessPoolExecutor`` drop-in (the Executor contract) keeps the names its
+        processes have in the stdlib (``ForkProcess-3``)."""
+        return not self.mark_running

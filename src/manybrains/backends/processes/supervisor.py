@@ -46,7 +46,8 @@ sentinel), when a deadline passes or when the caller has news.
 It never imports a module either, nor runs the pickler over the pool's initializer: another
 thread of the program may be importing that module at that moment, and a module read while
 its body runs is missing names. The pool's caller imports what this thread needs and pickles
-the workers' setup (:class:`~.startup.Startup`) before this thread starts.
+the workers' setup (:class:`~.startup.Startup`), and makes (so numbers) the first workers,
+before this thread starts.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ from . import inner_threads, output, protocol  # noqa: F401
 from .dispatch import next_deadline, overdue, pick_worker
 from .inbox import Inbox
 from .kill import kill_tree
-from .startup import STARTUP_ATTEMPTS, Startup
+from .startup import STARTUP_ATTEMPTS, Prepared, Startup
 from .state import EngineOptions, Record, WorkerSlot
 
 LOGGER = logging.getLogger("manybrains")
@@ -95,6 +96,8 @@ class Supervisor:
     def __init__(self, options: EngineOptions) -> None:
         self._options = options
         self._startup = Startup(options)  # raises if the initializer cannot reach a worker
+        # Numbered now, in the caller, as multiprocessing.Pool() numbers its first workers.
+        self._prepared = self._prepare(options.workers)
         self._fresh_deaths = 0  # in a row: workers that died ready before their first task
         self._inbox = Inbox()
         self._lock = threading.Lock()  # orders submit against shutdown in caller threads
@@ -489,9 +492,21 @@ class Supervisor:
     def _has_work(self) -> bool:
         return bool(self._pending) or self._inflight_count() > 0
 
-    def _start_worker(self) -> None:
+    def _prepare(self, count: int) -> deque[Prepared]:
+        prepared: deque[Prepared] = deque()
         try:
-            w = self._startup.start_worker()
+            for _ in range(count):
+                prepared.append(self._startup.prepare())
+        except BaseException:  # out of file descriptors, say: Pool() raises, leaking nothing
+            for made in prepared:
+                made.discard()
+            raise
+        return prepared
+
+    def _start_worker(self) -> None:
+        prepared = self._prepared.popleft() if self._prepared else None
+        try:
+            w = self._startup.start_worker(prepared)
         except BrokenPool as exc:
             self._break(exc)
             return
@@ -505,4 +520,6 @@ class Supervisor:
         self._inbox.close()
         for w in self._workers.values():
             w.conn.close()
+        while self._prepared:  # made and never started: the pool broke or closed first
+            self._prepared.popleft().discard()
         self._options.launch.release()  # no worker will start any more

@@ -40,6 +40,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable
+from multiprocessing import process as mp_process
 from multiprocessing.connection import Pipe, wait
 from multiprocessing.context import set_spawning_popen
 from multiprocessing.reduction import ForkingPickler
@@ -196,36 +197,55 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes:
 
 
 class TemplateProcess:
-    """A worker forked by a template: what the supervisor needs of ``multiprocessing.Process``."""
+    """A worker forked by a template: what the supervisor needs of ``multiprocessing.Process``.
+
+    It is numbered as ``fork`` numbers a ``multiprocessing.Process``: the next number of this
+    process's counter, shared with every process the program starts, taken when the object
+    is made; the worker's ``current_process()`` then has the name (``ForkProcess-N``, unless
+    one is given), ``_identity``, parent and authkey a ``fork`` child of this process has.
+    """
 
     _start_method = "template"
 
     def __init__(self, template: Template, target: Callable[..., Any],
-                 args: tuple[Any, ...], name: str) -> None:
+                 args: tuple[Any, ...], name: str | None = None) -> None:
         self._template = template
         self._target = target
         self._args = args
-        self.name = name
+        parent = mp_process.current_process()
+        number = next(mp_process._process_counter)  # type: ignore[attr-defined]
+        self._identity: tuple[int, ...] = (*parent._identity, number)
+        self.name = name or "ForkProcess-" + ":".join(map(str, self._identity))
         self.pid: int | None = None
         self.sentinel = -1
         self._exitcode: int | None = None
+        self._parent_alive = -1  # the write end of the worker's parent_process() sentinel
 
     def start(self) -> None:
-        passing = _FdPassing()
-        read_end, write_end = os.pipe()
+        read_end, write_end = os.pipe()  # the worker's exit status, written by the template
+        alive_r, alive_w = os.pipe()  # parent_process().sentinel: EOF once this end closes
+        passing = _FdPassing([write_end, alive_r])
         set_spawning_popen(passing)  # type: ignore[arg-type]  # multiprocessing objects may travel (see _FdPassing)
         try:
             with _mainspace.sending_to(self._template.snapshot), \
                     _inheritance.starting(self._template.semaphores, self._template.kept):
-                payload = ForkingPickler.dumps((self._target, self._args, self.name))
-            self.pid = self._template.start(bytes(payload), [write_end, *passing.fds])
+                payload = ForkingPickler.dumps((self._target, self._args, self._who()))
+            self.pid = self._template.start(bytes(payload), passing.fds)
         except BaseException:
             os.close(read_end)
+            os.close(alive_w)
             raise
         finally:
             set_spawning_popen(None)
             os.close(write_end)
+            os.close(alive_r)
         self.sentinel = read_end
+        self._parent_alive = alive_w
+
+    def _who(self) -> tuple[Any, ...]:
+        """What the worker's ``current_process()`` says of it and of its parent (this one)."""
+        parent = mp_process.current_process()
+        return (self.name, self._identity, os.getpid(), parent.name, bytes(parent.authkey))
 
     @property
     def exitcode(self) -> int | None:
@@ -253,11 +273,19 @@ class TemplateProcess:
         self._exitcode = _STATUS.unpack(data)[0] if len(data) == _STATUS.size else -9
         os.close(self.sentinel)
         self.sentinel = -1
+        self._close_parent_alive()
+
+    def _close_parent_alive(self) -> None:
+        if self._parent_alive >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._parent_alive)
+            self._parent_alive = -1
 
     def __del__(self) -> None:
         if self.sentinel >= 0:
             with contextlib.suppress(OSError):
                 os.close(self.sentinel)
+        self._close_parent_alive()
 
 
 class _FdPassing:
@@ -268,12 +296,12 @@ class _FdPassing:
     with the request (SCM_RIGHTS) and the child finds them by index.
     """
 
-    def __init__(self) -> None:
-        self.fds: list[int] = []
+    def __init__(self, fds: list[int]) -> None:
+        self.fds = fds  # the status pipe and the parent sentinel first (see _become_worker)
 
     def duplicate_for_child(self, fd: int) -> int:
         self.fds.append(fd)
-        return len(self.fds)  # index 0 is the status pipe
+        return len(self.fds) - 1
 
     class DupFd:
         def __init__(self, index: int) -> None:
@@ -299,7 +327,7 @@ class TemplateContext:
         return Pipe(duplex)
 
     def Process(self, target: Callable[..., Any], args: tuple[Any, ...] = (),
-                name: str = "manybrains-worker") -> TemplateProcess:
+                name: str | None = None) -> TemplateProcess:
         return TemplateProcess(self.template, target, args, name)
 
     def release(self) -> None:
@@ -394,9 +422,9 @@ class _Server:  # pragma: no cover - runs in the template
             os.close(self._wake_r)
             for fd in self._status.values():
                 os.close(fd)
-            os.close(fds[0])
+            os.close(fds[0])  # the status pipe: only the template writes it
             _inherited_fds = fds
-            code = _bootstrap(payload)
+            code = _bootstrap(payload, parent_sentinel=fds[1])
         except BaseException:  # noqa: BLE001 - the worker's own start failed: say why
             with contextlib.suppress(BaseException):
                 import traceback
@@ -420,7 +448,7 @@ class _Server:  # pragma: no cover - runs in the template
                 os.close(fd)
 
 
-def _bootstrap(payload: bytes) -> int:  # pragma: no cover - runs in a worker
+def _bootstrap(payload: bytes, parent_sentinel: int) -> int:  # pragma: no cover - a worker
     """Run the worker as multiprocessing runs a forked child, exit handlers included."""
     import atexit
     import multiprocessing
@@ -430,11 +458,15 @@ def _bootstrap(payload: bytes) -> int:  # pragma: no cover - runs in a worker
     # queues this process put to) must run, and from 3.12 on _bootstrap leaves that to atexit.
     atexit._clear()
     atexit.register(util._exit_function)  # type: ignore[attr-defined]
-    target, args, name = pickle.loads(payload)
+    target, args, (name, identity, parent_pid, parent_name, authkey) = pickle.loads(payload)
     process = multiprocessing.Process(target=target, args=args, name=name)
-    process._parent_pid = os.getppid()  # type: ignore[attr-defined]  # the template
+    # As a fork child of the pool's process is: its number, its parent (not the template).
+    process._identity = identity
+    process._parent_pid = parent_pid  # type: ignore[attr-defined]
+    process._parent_name = parent_name  # type: ignore[attr-defined]
+    process.authkey = authkey
     try:
-        code: int = process._bootstrap()  # type: ignore[attr-defined]
+        code: int = process._bootstrap(parent_sentinel=parent_sentinel)  # type: ignore[attr-defined]
     finally:
         atexit._run_exitfuncs()
     return code
