@@ -62,8 +62,11 @@ class Pickler(SharingPickler):
 
 
 def _semlock_type() -> type:
-    module = sys.modules.get("multiprocessing.synchronize")  # no locks made: nothing to do
-    return module.SemLock if module is not None else _NoSemLock
+    # Not imported: no locks made, nothing to do. Being imported by another thread, it may
+    # lack the class yet, and then no lock exists either: never read it as if complete.
+    module = sys.modules.get("multiprocessing.synchronize")
+    semlock: type = getattr(module, "SemLock", _NoSemLock)
+    return semlock
 
 
 class _NoSemLock:

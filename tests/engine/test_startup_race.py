@@ -202,3 +202,16 @@ def test_the_supervisor_thread_imports_nothing(start_method, tmp_path):
     assert "crash WorkerCrashed" in lines
     assert "timed out" in lines
     assert lines[-1] == "imported by the supervisor: []"
+
+
+def test_pickling_beside_a_half_imported_module_reads_nothing_it_lacks(monkeypatch):
+    # Another thread importing multiprocessing.synchronize has put it in sys.modules without
+    # SemLock yet: manybrains' pickler, in any thread, must not read it as if it were there.
+    import types
+
+    from manybrains import _serialize
+
+    module = "multiprocessing.synchronize"
+    monkeypatch.setitem(sys.modules, module, types.ModuleType(module))
+    value = {"x": [1, 2.5, "three"], "y": types.SimpleNamespace(z=b"four")}  # an object:
+    assert _serialize.loads(_serialize.dumps(value)) == value  # the pickler's hook runs

@@ -105,8 +105,10 @@ class SharingPickler(cloudpickle.CloudPickler):  # type: ignore[misc]
 
 
 def _is_big_array(obj: Any) -> bool:
-    np = sys.modules.get("numpy")  # no numpy imported: no arrays to share
-    return (np is not None and type(obj) is np.ndarray and _threshold is not None
+    # No numpy imported: no arrays to share. numpy half-imported by another thread may lack
+    # ndarray yet (and then no array exists): never read it as if complete.
+    ndarray = getattr(sys.modules.get("numpy"), "ndarray", None)
+    return (ndarray is not None and type(obj) is ndarray and _threshold is not None
             and obj.nbytes >= _threshold and not obj.dtype.hasobject)
 
 
