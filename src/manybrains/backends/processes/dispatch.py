@@ -17,8 +17,15 @@ PREFETCH_BYTES = 32 * 1024
 PREFETCH_MAX_SECONDS = 0.002
 
 
-def pick_worker(workers: Iterable[WorkerSlot], record: Record) -> WorkerSlot | None:
-    """An idle ready worker; else one that can take the task without blocking the send."""
+def pick_worker(workers: Iterable[WorkerSlot], record: Record, limit: int | None = None
+                ) -> WorkerSlot | None:
+    """An idle ready worker; else one that can take the task without blocking the send.
+
+    ``limit``: the calls a worker may run in its life (``max_tasks_per_worker``); a worker
+    takes the task only if its calls fit in what it has left.
+    """
+    if limit is not None:  # once per call: without a limit the loop is what it always was
+        workers = [w for w in workers if fits(w, record, limit)]
     small = len(record.frame) <= PREFETCH_BYTES
     fallback = None
     for w in workers:
@@ -29,6 +36,23 @@ def pick_worker(workers: Iterable[WorkerSlot], record: Record) -> WorkerSlot | N
         if fallback is None and small and _can_queue(w):
             fallback = w
     return fallback
+
+
+def fits(w: WorkerSlot, record: Record, limit: int) -> bool:
+    """``w`` can run ``record`` and stay within ``limit`` calls. A fresh worker takes any
+    task, even a chunk larger than the limit (the chunk sizer never makes one): else no
+    worker ever could, and the pool would replace workers forever."""
+    return w.calls == 0 or w.calls + record.size <= limit
+
+
+def outgrown(workers: Iterable[WorkerSlot], record: Record, limit: int
+             ) -> Iterator[WorkerSlot]:
+    """The workers that can take no more tasks: ``record``, next in the queue, would carry
+    them past ``limit``. Left as they are, they would hold their places in the pool while
+    the queue waits for a fresh worker that cannot start."""
+    for w in workers:
+        if not w.retiring and w.fate is None and not fits(w, record, limit):
+            yield w
 
 
 def _can_queue(w: WorkerSlot) -> bool:

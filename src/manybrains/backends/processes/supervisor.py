@@ -30,6 +30,9 @@ A task's journey::
       init fails       INIT_FAILED (or deaths before READY, judged by :mod:`.startup`): the
                        pool breaks once, every future fails with InitializerFailed, no
                        respawn storm.
+      limit reached    (max_tasks_per_worker, max_memory_per_worker) STOP follows its last
+                       task; it is replaced once its sentinel says it exited, so that, as
+                       in multiprocessing.Pool, no more workers live than the pool's width.
 
 Workers are started (:mod:`.startup`) by the pool's :class:`~.context.Launch`: by default
 forked from a template, a copy of the parent made while it ran one thread (:mod:`.template`),
@@ -78,7 +81,7 @@ from .._base import Counters, WorkerStats
 
 # inner_threads: a worker's first step; imported here, template workers find it loaded.
 from . import inner_threads, output, protocol  # noqa: F401
-from .dispatch import next_deadline, overdue, pick_worker
+from .dispatch import next_deadline, outgrown, overdue, pick_worker
 from .inbox import Inbox
 from .kill import kill_tree
 from .startup import STARTUP_ATTEMPTS, Prepared, Startup
@@ -251,9 +254,12 @@ class Supervisor:
     # ---- sending ------------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
+        limit = self._options.max_tasks_per_worker
         while self._pending and self._broken is None:
-            target = pick_worker(self._workers.values(), self._pending[0])
+            target = pick_worker(self._workers.values(), self._pending[0], limit)
             if target is None:
+                if limit is not None:
+                    self._retire_outgrown(limit)
                 return
             record = self._pending.popleft()
             if self._claim(record):
@@ -285,11 +291,19 @@ class Supervisor:
             self._retire(w)
 
     def _retire(self, w: WorkerSlot) -> None:
-        """Let ``w`` finish what it holds, then exit; a new worker takes its place now."""
+        """Let ``w`` finish what it holds, then exit. Its replacement starts once it has
+        exited (:meth:`_reap`), not now: as in ``multiprocessing.Pool``, a pool never has
+        more live workers than its width, where starting it now made a chain of them (each
+        replacement, sent its one task before it was ready, retired and replaced at once)."""
         w.retiring = True
         with contextlib.suppress(OSError):
             w.conn.send_bytes(protocol.request(protocol.STOP))
-        self._ensure_workers()
+
+    def _retire_outgrown(self, limit: int) -> None:
+        # The next task does not fit in what these workers have left of their limit (a
+        # chunk after a smaller one): they make way for fresh ones instead of idling.
+        for w in list(outgrown(self._workers.values(), self._pending[0], limit)):
+            self._retire(w)
 
     def _stop_idle_workers(self) -> None:
         for w in self._workers.values():
@@ -485,8 +499,8 @@ class Supervisor:
     def _ensure_workers(self) -> None:
         if self._broken is not None or (self._closing and not self._has_work()):
             return
-        active = sum(1 for w in self._workers.values() if not w.retiring)
-        for _ in range(self._options.workers - active):
+        # A retiring (or killed) worker counts until its process is gone and reaped.
+        for _ in range(self._options.workers - len(self._workers)):
             self._start_worker()
 
     def _has_work(self) -> bool:
