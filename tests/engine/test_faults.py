@@ -617,3 +617,22 @@ def test_soak_random_sigkills_during_100k_tasks():
         assert time.monotonic() - start < 60
         assert results == [small_work(x) for x in range(n)]
         assert p.statistics().crashed > 0
+
+
+@pytest.mark.timeout(60)
+def test_workers_killed_from_outside_while_starting_do_not_break_a_working_pool():
+    # The pool's start-up works (a worker was ready); then each replacement is SIGKILLed
+    # during its initializer, more times in a row than a broken start-up is allowed.
+    with mb.Pool(1, initializer=time.sleep, initargs=(0.4,), start_method="fork") as pool:
+        first = pool.submit(os.getpid).result(timeout=30)
+        killed = {first}
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while len(killed) < 7 and time.monotonic() < deadline:
+            for pid in set(pool.backend.worker_pids()) - killed:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)  # inside its 0.4 s initializer
+                killed.add(pid)
+            time.sleep(0.01)
+        assert len(killed) == 7
+        assert pool.submit(os.getpid).result(timeout=30) not in killed

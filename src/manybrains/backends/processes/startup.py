@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.context import set_spawning_popen
@@ -32,6 +33,10 @@ from .state import EngineOptions, WorkerSlot
 # Workers dying before they are ready, in a row, before the pool gives up (a raising
 # initializer breaks it at once: that failure is certain, a death may be an outside kill).
 STARTUP_ATTEMPTS = 3
+# The same, for deaths by SIGKILL once a worker of this pool has been ready: its start-up
+# works, so these are most likely kills from outside (a supervisor, a test, a user), which
+# must not break a pool; a bound still stops a start-up that the OOM killer ends each time.
+KILLED_STARTUP_ATTEMPTS = 30
 
 # What the supervisor thread would otherwise import, or read half-imported from
 # sys.modules, while it starts, replaces or kills a worker. Another thread of the program may
@@ -92,6 +97,7 @@ class Startup:
                                            options.max_memory_per_worker is not None,
                                            output.parent_levels(), inherited))
         self._deaths = 0  # in a row, without a worker becoming ready in between
+        self._ever_ready = False
 
     def _prepare_setup(self, payload: tuple[Any, ...]) -> worker.Setup:
         """The setup every worker loads, pickled here in the caller when it can be.
@@ -150,11 +156,14 @@ class Startup:
     def ready(self) -> None:
         """A worker answered READY: the deaths before it were not the initializer's."""
         self._deaths = 0
+        self._ever_ready = True
 
     def died(self, w: WorkerSlot) -> BaseException | None:
         """``w`` died before READY: the error to break the pool with, or None to go on."""
         self._deaths += 1
-        if self._deaths < STARTUP_ATTEMPTS:
+        killed = w.process.exitcode == -signal.SIGKILL
+        limit = KILLED_STARTUP_ATTEMPTS if killed and self._ever_ready else STARTUP_ATTEMPTS
+        if self._deaths < limit:
             return None  # maybe killed from outside; a replacement starts, and so it is bounded
         how = describe_exit(w.process.exitcode)
         if self._options.initializer is not None:
