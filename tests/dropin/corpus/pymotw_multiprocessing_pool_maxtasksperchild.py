@@ -4,9 +4,12 @@
 # Licence: BSD-2-Clause, Copyright (c) 2009 Doug Hellmann (code of PyMOTW-3), see LICENSES.md
 # Changes: none
 # How many workers start (one "Starting" line each) depends on scheduling, with
-# maxtasksperchild=2, and so do their numbers:
+# maxtasksperchild=2, and so do their numbers; the stdlib's workers also write the pieces of
+# their lines at once, so one line may hold two "Starting" and the next a bare name: the lines
+# made only of those pieces count as one line.
 # corpus: unique-lines
 # corpus: worker-numbers
+# corpus: replace ^(?:Starting ?|ForkPoolWorker-<n>)+$ => <a worker starting>
 #!/usr/bin/env python3
 # encoding: utf-8
 #
