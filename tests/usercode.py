@@ -20,7 +20,8 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,10 @@ class Outcome:
     stdout: str
     stderr: str
     reports: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0  # from its start to its exit
+    # what it left running: processes of its session still alive LINGER s after it exited
+    # (then killed, so the suite leaks nothing)
+    left_behind: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:  # what a failing assertion shows
         return (f"exit code {self.returncode}\n--- stdout ---\n{self.stdout[-3000:]}"
@@ -79,8 +84,9 @@ def program(source: str) -> str:
 
 
 def run(source: str, mode: str = "file", *, timeout: float = 60.0,
-        env: dict[str, str] | None = None) -> Outcome:
-    """Run ``program(source)`` in a fresh interpreter, as ``mode`` says (see :data:`MODES`).
+        env: dict[str, str] | None = None, args: Sequence[str] = ()) -> Outcome:
+    """Run ``program(source)`` in a fresh interpreter, as ``mode`` says (see :data:`MODES`),
+    with ``args`` as its command-line arguments.
 
     ``env`` entries are added to this process's environment (a value of ``""`` removes one).
     The program runs in a new temporary folder, its current directory.
@@ -100,11 +106,11 @@ def run(source: str, mode: str = "file", *, timeout: float = 60.0,
             path = os.path.join(folder, "job.py")
             with open(path, "w") as f:
                 f.write(text)
-            argv = [sys.executable, path]
+            argv = [sys.executable, path, *args]
         elif mode == "-c":
-            argv = [sys.executable, "-c", text]
+            argv = [sys.executable, "-c", text, *args]
         else:
-            argv = [sys.executable, "-"]
+            argv = [sys.executable, "-", *args]
             stdin = text
         return _communicate(argv, stdin, folder, environ, timeout)
 
@@ -113,22 +119,45 @@ def _communicate(argv: list[str], stdin: str | None, cwd: str, env: dict[str, st
                  timeout: float) -> Outcome:
     # A session of its own: the program and every process it starts share one group that
     # can be killed at once, and Ctrl-C in the terminal running the tests stays ours.
+    start = time.monotonic()
     process = subprocess.Popen(argv, cwd=cwd, env=env, text=True, start_new_session=True,
                                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     returncode: int | None
+    left: list[str] = []
     try:
         try:
             out, err = process.communicate(stdin, timeout=timeout)
             returncode = process.returncode
+            seconds = time.monotonic() - start
+            left = _lingering(process.pid)
         except subprocess.TimeoutExpired:
+            seconds = time.monotonic() - start
             kill_tree(process.pid)
             out, err = process.communicate()
             returncode = None
     finally:
         kill_tree(process.pid)  # whatever it left: workers, a forkserver, grandchildren
         process.wait()
-    return Outcome(returncode, out, err, reports_in(out))
+    return Outcome(returncode, out, err, reports_in(out), seconds, left)
+
+
+LINGER = 2.0  # seconds a program's processes may take to exit after it did
+
+
+def _lingering(session: int) -> list[str]:
+    """The processes of ``session`` (a program started in a session of its own) still alive
+    ``LINGER`` seconds after the program exited."""
+    deadline = time.monotonic() + LINGER
+    while True:
+        alive = []
+        for proc in psutil.process_iter(["status", "cmdline"]):
+            with contextlib.suppress(OSError, psutil.Error):
+                if os.getsid(proc.pid) == session and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                    alive.append(f"{proc.pid}: {' '.join(proc.info['cmdline'] or [])}")
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
 
 
 def kill_tree(pid: int) -> None:

@@ -10,15 +10,9 @@ interpreter of the test run, under the default start method, as its user runs it
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
-import manybrains as mb
-
-SOURCE = str(Path(mb.__file__).resolve().parent.parent)
+import usercode
 
 # The cookbook's code, with one import changed; the listener also writes each record it
 # takes from the queue to a file of its own, so that the test can tell that route apart.
@@ -152,14 +146,10 @@ EXPLICIT_FORKSERVER = """
 """
 
 
-def _run(script: str, tmp_path: Path, *args: str) -> tuple[dict, str]:
+def _run(script: str, *args: str) -> tuple[dict, str]:
     """Run ``script`` as a file: what it printed last, as JSON, and its stderr."""
-    path = tmp_path / "user_script.py"
-    path.write_text(textwrap.dedent(script))
-    env = {**os.environ, "PYTHONPATH": SOURCE}
-    done = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True,
-                          timeout=50, cwd=tmp_path, env=env)
-    assert done.returncode == 0, done.stderr
+    done = usercode.run(script, timeout=50, args=args)
+    assert done.returncode == 0, done
     return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
 
 
@@ -183,7 +173,7 @@ def _check_cookbook(found: dict, stderr: str, log: Path) -> None:
 
 def test_the_cookbook_queue_listener_pattern_logs_every_record(tmp_path):
     log = tmp_path / "via_queue.log"
-    found, stderr = _run(COOKBOOK, tmp_path, str(log))
+    found, stderr = _run(COOKBOOK, str(log))
     _check_cookbook(found, stderr, log)
     if found["stdlib"] == "fork":  # Python 3.10-3.13 on Linux: fork, and say why
         assert found["method"] == "fork"
@@ -197,13 +187,13 @@ def test_the_cookbook_with_a_forkserver_queue_keeps_forkserver_workers(tmp_path)
     # What the refusals advise. The workers do not re-run the script, yet worker_init reads
     # logging.handlers, which only the script imported: it is imported for them.
     log = tmp_path / "via_queue.log"
-    found, stderr = _run(COOKBOOK, tmp_path, str(log), "forkserver")
+    found, stderr = _run(COOKBOOK, str(log), "forkserver")
     _check_cookbook(found, stderr, log)
     assert found["method"] == "forkserver"
 
 
-def test_a_running_thread_and_a_stdlib_lock_in_initargs_share_the_lock(tmp_path):
-    found, _ = _run(THREAD_AND_LOCK, tmp_path)
+def test_a_running_thread_and_a_stdlib_lock_in_initargs_share_the_lock():
+    found, _ = _run(THREAD_AND_LOCK)
     assert found["held"] == [False] * 4, "the workers do not share the parent's lock"
     assert found["free"] == [True] * 4
     if found["stdlib"] == "fork":
@@ -211,8 +201,8 @@ def test_a_running_thread_and_a_stdlib_lock_in_initargs_share_the_lock(tmp_path)
         assert "initargs[0] (Lock)" in found["why"], found["why"]
 
 
-def test_an_explicit_forkserver_still_refuses_a_fork_queue_saying_what_to_do(tmp_path):
-    found, _ = _run(EXPLICIT_FORKSERVER, tmp_path)
+def test_an_explicit_forkserver_still_refuses_a_fork_queue_saying_what_to_do():
+    found, _ = _run(EXPLICIT_FORKSERVER)
     assert found["stdlib"] != "accepted"
     refused = found["manybrains"]
     assert refused.startswith("SerializationError: cannot pickle initargs[0] (Queue)"), refused

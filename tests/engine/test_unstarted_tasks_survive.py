@@ -8,17 +8,8 @@ subprocesses.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import pytest
-
-import manybrains as mb
-
-SOURCE = str(Path(mb.__file__).resolve().parent.parent)
+import usercode
 
 # Kill a worker between tasks, then submit at once: 30 times in one pool.
 KILL_THEN_SUBMIT = """
@@ -96,27 +87,24 @@ FRESH_WORKERS_KEEP_DYING = """
 """
 
 
-def _run(tmp_path: Path, source: str, start_method: str) -> list[str]:
-    path = tmp_path / "user_script.py"
-    path.write_text(textwrap.dedent(source))
-    env = {**os.environ, "PYTHONPATH": SOURCE}
-    done = subprocess.run([sys.executable, str(path), start_method], capture_output=True,
-                          text=True, timeout=90, cwd=tmp_path, env=env)
-    assert done.returncode == 0, done.stderr
+def _run(source: str, start_method: str) -> list[str]:
+    done = usercode.run(source, timeout=90, args=[start_method])
+    assert done.returncode == 0, done
     assert done.stdout.splitlines()[-1] == "ok"
+    assert not done.left_behind
     return done.stdout.splitlines()[:-1]
 
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("start_method", ["template", "fork", "forkserver"])
-def test_a_task_sent_to_a_worker_just_killed_runs_elsewhere(start_method, tmp_path):
-    _run(tmp_path, KILL_THEN_SUBMIT, start_method)
+def test_a_task_sent_to_a_worker_just_killed_runs_elsewhere(start_method):
+    _run(KILL_THEN_SUBMIT, start_method)
 
 
 @pytest.mark.parametrize("start_method", ["template", "spawn"])
-def test_tasks_a_killed_worker_never_took_run_elsewhere(start_method, tmp_path):
-    _run(tmp_path, KILL_A_STOPPED_WORKER, start_method)
+def test_tasks_a_killed_worker_never_took_run_elsewhere(start_method):
+    _run(KILL_A_STOPPED_WORKER, start_method)
 
 
-def test_a_task_fails_when_fresh_workers_keep_dying_before_taking_it(tmp_path):
-    assert _run(tmp_path, FRESH_WORKERS_KEEP_DYING, "template") == ["crashed"]
+def test_a_task_fails_when_fresh_workers_keep_dying_before_taking_it():
+    assert _run(FRESH_WORKERS_KEEP_DYING, "template") == ["crashed"]

@@ -9,17 +9,8 @@ the default start method, ``template``, forks, so it is compared with the stdlib
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import pytest
-
-import manybrains as mb
-
-SOURCE = str(Path(mb.__file__).resolve().parent.parent)
+import usercode
 
 SCRIPT = """
     import multiprocessing
@@ -66,20 +57,16 @@ SCRIPT = """
 """
 
 
-def _run(tmp_path: Path, library: str, method: str) -> list[str]:
-    path = tmp_path / "who.py"
-    path.write_text(textwrap.dedent(SCRIPT))
-    env = {**os.environ, "PYTHONPATH": SOURCE}
-    done = subprocess.run([sys.executable, str(path), library, method], capture_output=True,
-                          text=True, timeout=120, cwd=tmp_path, env=env)
-    assert done.returncode == 0, done.stderr
+def _run(library: str, method: str) -> list[str]:
+    done = usercode.run(SCRIPT, timeout=120, args=[library, method])
+    assert done.returncode == 0, done
     return done.stdout.splitlines()
 
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize(("method", "stdlib_method"), [
     ("template", "fork"), ("fork", "fork"), ("forkserver", "forkserver"), ("spawn", "spawn")])
-def test_workers_have_the_stdlib_names_and_numbers(method, stdlib_method, tmp_path):
-    ours = _run(tmp_path, "manybrains", method)
-    theirs = _run(tmp_path, "stdlib", stdlib_method)
+def test_workers_have_the_stdlib_names_and_numbers(method, stdlib_method):
+    ours = _run("manybrains", method)
+    theirs = _run("stdlib", stdlib_method)
     assert ours == theirs

@@ -211,16 +211,11 @@ def test_a_parent_without_logging_handlers_sees_what_the_stdlib_shows(tmp_path, 
     # A forked stdlib worker holds copies of the parent's handlers: here none. So a warning
     # goes through logging's last resort, a record that the program's own QueueHandler takes
     # is not printed, and basicConfig() in an initializer configures the worker.
-    import subprocess
-    import textwrap
+    import usercode
 
-    script = tmp_path / "cookbook.py"
-    source = textwrap.dedent(LAST_RESORT_SCRIPT)
-    script.write_text(source.replace("from manybrains import", f"from {pool_module} import"))
-    path = os.path.dirname(os.path.dirname(mb.__file__))
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=60, cwd=tmp_path, env={**os.environ, "PYTHONPATH": path})
-    assert done.returncode == 0, done.stderr
+    source = LAST_RESORT_SCRIPT.replace("from manybrains import", f"from {pool_module} import")
+    done = usercode.run(source)
+    assert done.returncode == 0, done
     assert done.stdout == "4\n"
     assert done.stderr.count("by the last resort") == 1
     assert "to the queue" not in done.stderr
