@@ -118,28 +118,34 @@ def run(source: str, mode: str = "file", *, timeout: float = 60.0,
 def _communicate(argv: list[str], stdin: str | None, cwd: str, env: dict[str, str],
                  timeout: float) -> Outcome:
     # A session of its own: the program and every process it starts share one group that
-    # can be killed at once, and Ctrl-C in the terminal running the tests stays ours.
+    # can be killed at once, and Ctrl-C in the terminal running the tests stays ours. Its
+    # output goes to files, not pipes: a process it leaves behind holding them cannot keep
+    # the reading waiting.
     start = time.monotonic()
-    process = subprocess.Popen(argv, cwd=cwd, env=env, text=True, start_new_session=True,
-                               stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    returncode: int | None
-    left: list[str] = []
-    try:
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(
+            argv, cwd=cwd, env=env, text=True, start_new_session=True, stdout=out, stderr=err,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL)
+        returncode: int | None = None
+        left: list[str] = []
         try:
-            out, err = process.communicate(stdin, timeout=timeout)
-            returncode = process.returncode
+            if stdin is not None:
+                assert process.stdin is not None
+                with contextlib.suppress(BrokenPipeError):
+                    process.stdin.write(stdin)
+                process.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                returncode = process.wait(timeout=timeout)
             seconds = time.monotonic() - start
-            left = _lingering(process.pid)
-        except subprocess.TimeoutExpired:
-            seconds = time.monotonic() - start
-            kill_tree(process.pid)
-            out, err = process.communicate()
-            returncode = None
-    finally:
-        kill_tree(process.pid)  # whatever it left: workers, a forkserver, grandchildren
-        process.wait()
-    return Outcome(returncode, out, err, reports_in(out), seconds, left)
+            if returncode is not None:
+                left = _lingering(process.pid)
+        finally:
+            kill_tree(process.pid)  # whatever it left: workers, a forkserver, grandchildren
+            process.wait()
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    return Outcome(returncode, stdout, stderr, reports_in(stdout), seconds, left)
 
 
 LINGER = 2.0  # seconds a program's processes may take to exit after it did
