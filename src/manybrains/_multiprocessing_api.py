@@ -25,12 +25,14 @@ from ._arguments import ChunkSize, check_callable, check_iterable
 from ._async_result import AsyncResult, failed, gather
 from ._chunking import chunks, known_length
 from ._errors import PoolClosed, SerializationError, also_as
+from .options import Processes
 
 if TYPE_CHECKING:
     from ._chunking import ChunkSizer
     from ._stream import ResultIterator
     from ._task import ChunkOutcome
     from .backends._base import Statistics
+    from .options import BackendOptions
     from .progress import ProgressOption
 
 R = TypeVar("R")
@@ -39,6 +41,7 @@ NO_KEYWORDS: Mapping[str, Any] = MappingProxyType({})
 Callback = Callable[[Any], object]
 ErrorCallback = Callable[[BaseException], object]
 _CHUNKS_PER_WORKER = 4  # multiprocessing's map_async: about four chunks per worker
+_STARTING_WORKERS_S = 5.0  # how long reading Pool._pool waits for the first workers
 
 
 class MultiprocessingPoolAPI:
@@ -47,6 +50,9 @@ class MultiprocessingPoolAPI:
     if TYPE_CHECKING:  # provided by Pool
         _left_at_exit: LeftAtExit
         _stdlib_state: str
+
+        @property
+        def options(self) -> BackendOptions: ...
 
         def statistics(self) -> Statistics: ...
 
@@ -169,9 +175,19 @@ class MultiprocessingPoolAPI:
 
     @property
     def _pool(self) -> list[WorkerProcess]:
-        """The worker processes now (none on backends that run tasks in this process)."""
-        workers = self.statistics().workers
-        return [WorkerProcess(w.pid, w.name) for w in workers if w.pid is not None]
+        """The worker processes (none on backends that run tasks in this process). As in
+        ``multiprocessing``, whose ``Pool()`` returns once its workers are started, a
+        process pool's first workers are waited for (a few seconds at most)."""
+        deadline = time.monotonic() + _STARTING_WORKERS_S
+        while True:
+            workers = [w for w in self.statistics().workers if w.pid is not None]
+            if (len(workers) >= self._processes or not self._starts_processes()
+                    or self.closed or time.monotonic() > deadline):
+                return [WorkerProcess(w.pid, w.name) for w in workers if w.pid is not None]
+            time.sleep(0.005)
+
+    def _starts_processes(self) -> bool:
+        return isinstance(self.options, Processes)
 
     # ---- lifecycle ------------------------------------------------------------------------
 

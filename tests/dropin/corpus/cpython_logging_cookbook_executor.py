@@ -7,8 +7,10 @@
 # Licence: PSF-2.0 / Zero-Clause BSD (Python documentation examples), see LICENSES.md
 # Changes: sleep lengths: each worker sleeps random() * 0.01 instead of random() between
 #   its ten log calls.
-# Which worker runs which task, and so the order of the prints, varies under the stdlib:
-# corpus: sort-lines
+# Which worker runs which task, and so the order of the prints, varies under the stdlib.
+# The stdlib's workers also write their lines in pieces at once, so that one line may hold
+# two prints and the next none: the prints are compared, not the lines.
+# corpus: tokens Worker (?:started|finished): (?:Fork|Spawn|ForkServer)Process-<n>
 # corpus: worker-numbers
 
 # You'll need these imports in your own code
