@@ -19,6 +19,9 @@ runs must agree on:
   killed, shows as a run seconds too long).
 
 A run that lasts longer than ``RUN_TIMEOUT`` seconds is killed, with its session, and fails.
+Programs run unbuffered (``PYTHONUNBUFFERED=1``, as ``python -u`` or a terminal): what a
+worker prints is written when it prints, not when it exits (a stdlib worker that is
+terminated never writes a full buffer), whatever the environment of the suite says.
 
 Markers, in a program's header as ``# corpus: NAME [ARGUMENTS]``; they exist only for what
 varies between two runs of the stdlib itself:
@@ -102,6 +105,7 @@ EXPECTED_LINE = re.compile(r"^# \| ?(?P<line>.*)$")
 KNOWN_MARKERS = {"argv", "racy", "sort-lines", "unique-lines", "count-chars", "tokens", "timings",
                  "pids", "worker-numbers", "replace", "expect-manybrains"}
 PID_SAMPLING = 0.02
+PROGRAM_ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 # ---- the one rewrite: the stdlib's pool class becomes manybrains' ----------------------------
@@ -258,8 +262,10 @@ class Program:
 
 ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
 DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+(?:e[-+]?\d+)?|(?<![\w.])\d+e-\d+")
+# (not \b: a worker's piece of a line may follow another's, "ForkPoolWorker-4ForkPoolWorker-3")
 WORKER_NUMBER = re.compile(
-    r"\b((?:Spawn|Fork|ForkServer)(?:Pool)?(?:Worker|Process)|PoolWorker|SyncManager)-\d+")
+    r"(?<![A-Za-z])((?:Spawn|Fork|ForkServer)(?:Pool)?(?:Worker|Process)|PoolWorker|SyncManager)"
+    r"-\d+")
 
 
 def normalise(program: Program, run: Run) -> list[str]:
@@ -356,7 +362,7 @@ def run_program(name: str, source: str, argv: list[str], sample_pids: bool = Fal
             start = time.monotonic()
             proc = subprocess.Popen([sys.executable, name, *argv], cwd=cwd,
                                     stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                    start_new_session=True)
+                                    start_new_session=True, env=PROGRAM_ENV)
             pids = {proc.pid}
             returncode: int | None = None
             while returncode is None and time.monotonic() - start < RUN_TIMEOUT:

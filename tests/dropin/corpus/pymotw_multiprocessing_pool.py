@@ -2,9 +2,11 @@
 #   (Python 3 Module of the Week, dhellmann/pymotw-3, source/multiprocessing/multiprocessing_pool.py)
 # Licence: BSD-2-Clause, Copyright (c) 2009 Doug Hellmann (code of PyMOTW-3), see LICENSES.md
 # Changes: none
-# The initializer's lines come from the workers in any order; the map object's address:
-# corpus: sort-lines
+# The initializer's lines come from the workers in any order, and the stdlib's workers write
+# the pieces of a line at once, so that one line may hold two "Starting" and the next a bare
+# name: the words are compared, not the lines.
 # corpus: worker-numbers
+# corpus: tokens Starting|(?:Fork|Spawn|ForkServer)PoolWorker-<n>|(?:Input   |Built-in|Pool    ): .*
 #!/usr/bin/env python3
 # encoding: utf-8
 #

@@ -9,7 +9,7 @@
 # made only of those pieces count as one line.
 # corpus: unique-lines
 # corpus: worker-numbers
-# corpus: replace ^(?:Starting ?|ForkPoolWorker-<n>)+$ => <a worker starting>
+# corpus: replace ^(?:Starting|ForkPoolWorker-<n>| )*$ => <a worker starting>
 #!/usr/bin/env python3
 # encoding: utf-8
 #
