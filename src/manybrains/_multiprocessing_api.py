@@ -180,10 +180,10 @@ class MultiprocessingPoolAPI:
         process pool's first workers are waited for (a few seconds at most)."""
         deadline = time.monotonic() + _STARTING_WORKERS_S
         while True:
-            workers = [w for w in self.statistics().workers if w.pid is not None]
-            if (len(workers) >= self._processes or not self._starts_processes()
+            started = [(w.pid, w.name) for w in self.statistics().workers if w.pid is not None]
+            if (len(started) >= self._processes or not self._starts_processes()
                     or self.closed or time.monotonic() > deadline):
-                return [WorkerProcess(w.pid, w.name) for w in workers if w.pid is not None]
+                return [WorkerProcess(pid, name) for pid, name in started]
             time.sleep(0.005)
 
     def _starts_processes(self) -> bool:
@@ -246,18 +246,20 @@ class LeftAtExit:
         with self._lock:
             self._results.discard(result)
 
-    def stop(self, kill: Callable[[Future[Any]], object]) -> bool:
-        """Fail every pending result and iterator, ``kill`` what runs them; whether
-        there was any."""
+    def stop(self, kill: Callable[[Future[Any]], object] | None) -> bool:
+        """Fail every pending result and iterator and stop their work: ``kill`` each
+        running task, or, with None, only cancel what has not started (the caller then
+        terminates the whole pool). Whether there was any."""
         with self._lock:
             results, self._results = self._results, set()
             iterators = list(self._iterators)
         pending = [result for result in results if not result.ready()]
         for result in pending:
-            if result.abandon(_left_behind("result")):
+            if result.abandon(_left_behind("result")) and kill is not None:
                 for part in result.parts:
                     kill(part)
-        stopped = [it for it in iterators if it.stop(_left_behind("iteration"))]
+        stopped = [it for it in iterators
+                   if it.stop(_left_behind("iteration"), kill=kill is not None)]
         return bool(pending or stopped)
 
 

@@ -295,7 +295,7 @@ class Pool(AsyncPoolAPI, MultiprocessingPoolAPI):
               progress: ProgressOption = False) -> ResultIterator[Any]:
         plan = self._stream_plan(func, items, star, chunksize, timeout, retries)
         plan.on_failure = _in_place_for_imap  # a failed chunk is one error, in its place
-        plan.resubmit = plan.submit  # and the calls after a raising one still run
+        plan.continue_after_error = True  # and the calls after a raising one still run
         progress_of = tracker(progress, known_length(items))
         return self._left_at_exit.iterator(
             ResultIterator(items, plan, ordered=ordered, progress=progress_of))
@@ -416,7 +416,7 @@ class Pool(AsyncPoolAPI, MultiprocessingPoolAPI):
             self.terminate()
             return
         # One kill of every worker when nothing else runs; else each of those tasks alone.
-        kill = self._backend.cancel if self._handed_futures else _ignore
+        kill = self._backend.cancel if self._handed_futures else None
         if self._left_at_exit.stop(kill) and not self._handed_futures:
             self.terminate()
         else:
@@ -441,10 +441,6 @@ def _raise_for_map(chunk: Sequence[Any], error: Exception) -> NoReturn:
     if isinstance(error, SerializationError):
         raise as_encoding_error(error) from error.__cause__
     raise error
-
-
-def _ignore(future: Future[Any]) -> None:
-    """Stop nothing one by one: the whole pool is terminated next."""
 
 
 def _in_place_for_imap(chunk: Sequence[Any], error: Exception) -> ChunkOutcome:

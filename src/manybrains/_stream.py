@@ -94,9 +94,9 @@ class Plan:
     abort: Abort
     on_failure: OnFailure = reraise  # the CLI runs a failed chunk again item by item
     deadline: float | None = None  # time.monotonic() past which waiting raises TimeoutError
-    # Where the items after a call that raised are sent to run anyway (multiprocessing's
-    # imap goes on after an error); None: a chunk stops at its first error.
-    resubmit: SubmitChunk | None = None
+    # Whether the calls after one that raised still run, submitted again as the rest of its
+    # chunk (multiprocessing's imap goes on after an error); else a chunk stops there.
+    continue_after_error: bool = False
 
 
 class Step(enum.Enum):
@@ -185,10 +185,10 @@ class Flow:
             return None
 
     def _wait_until_deadline(self) -> int:
-        try:
-            return self._finished.get(timeout=self.remaining())
-        except queue.Empty:
-            raise cf.TimeoutError from None
+        seq = self.wait_at_most(self.remaining() or 0.0)
+        if seq is None:
+            raise cf.TimeoutError
+        return seq
 
     def remaining(self) -> float | None:
         """Seconds left before the plan's deadline (None: no deadline)."""
@@ -209,7 +209,7 @@ class Flow:
             self._sizer.record(len(outcome.values) + (outcome.error is not None),
                                     outcome.elapsed)
         self.progress.chunk_done(outcome)  # as chunks finish, not as they are yielded
-        if outcome.error is not None and self._plan.resubmit is not None:
+        if outcome.error is not None and self._plan.continue_after_error:
             self._run_rest(seq, chunk[len(outcome.values) + 1:])
         if seq in self._buffered:
             self._later.setdefault(seq, []).append(outcome)
@@ -219,9 +219,8 @@ class Flow:
     def _run_rest(self, seq: int, rest: Sequence[Any]) -> None:
         """The calls after the one that raised run too, as chunk ``seq``'s continuation:
         their results are yielded after its error, before the next chunk's."""
-        resubmit = self._plan.resubmit
-        if rest and resubmit is not None:
-            self._track(seq, resubmit(rest), rest)
+        if rest:
+            self._track(seq, self._submit(rest), rest)
 
     def _add(self, future: Future[ChunkOutcome], chunk: Sequence[Any]) -> None:
         self._track(self._submitted, future, chunk)
@@ -257,9 +256,9 @@ def stream_chunks(items: Iterable[Any], plan: Plan, *, ordered: bool,
 class ResultIterator(Generic[T]):
     """A map's results one at a time: ``multiprocessing``'s ``IMapIterator``.
 
-    A call that raised raises its error in its place. With a ``plan.resubmit`` (the calls
-    after it in its chunk run too) the next ``next()`` goes on with the results after it;
-    without one the iteration ends there, as a generator's would. An error of the input or
+    A call that raised raises its error in its place. With ``plan.continue_after_error``
+    (the calls after it in its chunk run too) the next ``next()`` goes on with the results
+    after it; without it the iteration ends there, as a generator's would. An error of the input or
     of the stream itself always ends it.
     ``next(timeout)`` raises ``multiprocessing.TimeoutError`` when nothing arrives in time,
     and the iteration can go on. An iterator dropped or closed before its end cancels the
@@ -272,7 +271,7 @@ class ResultIterator(Generic[T]):
         self._values: Iterator[T] = iter(())
         self._error: BaseException | None = None
         self._done = False
-        self._keep_going = plan.resubmit is not None
+        self._keep_going = plan.continue_after_error
         self._turn = threading.Lock()
         progress.__enter__()
         # Dropped unfinished: as a generator closed early (GeneratorExit), not started work
@@ -302,12 +301,12 @@ class ResultIterator(Generic[T]):
         if not self._done:
             self._finish(GeneratorExit())
 
-    def stop(self, error: BaseException) -> bool:
-        """Stop now, the running chunks too; the next ``next()`` raises ``error``. Whether
-        the iteration was still going."""
+    def stop(self, error: BaseException, *, kill: bool) -> bool:
+        """Stop now: cancel the chunks not started, and with ``kill`` the running ones too;
+        the next ``next()`` raises ``error``. Whether the iteration was still going."""
         if self._done:
             return False
-        self._flow.abort(kill=True)
+        self._flow.abort(kill=kill)
         self._values, self._error = iter(()), error
         self._finish(error)
         return True
@@ -349,7 +348,7 @@ class ResultIterator(Generic[T]):
         raise StopIteration
 
     def _raise(self, error: BaseException) -> NoReturn:
-        """A call's error, in its place; without a ``resubmit`` the iteration ends there."""
+        """A call's error, in its place; unless the plan goes on, the iteration ends there."""
         if not self._keep_going:
             self._finish(error)
         raise error
