@@ -109,6 +109,14 @@ async def async_sleep_then(seconds: float, value: object = None) -> object:
     return value
 
 
+async def async_heartbeat(path: str, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        with open(path, "a") as f:
+            f.write(".\n")
+        await asyncio.sleep(0.05)
+
+
 async def async_fail_on(x: int, bad: int = 3) -> int:
     await asyncio.sleep(0)
     if x == bad:

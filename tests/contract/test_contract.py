@@ -19,11 +19,13 @@ from tasks import (
     add,
     async_double,
     async_fail_on,
+    async_heartbeat,
     async_sleep_then,
     crash,
     crash_once,
     fail_on,
     fresh_token,
+    heartbeat,
     recall,
     refuse,
     remember,
@@ -205,15 +207,20 @@ def test_submit_after_shutdown_raises_pool_closed(make_pool):
 
 
 @pytest.mark.needs("queue")
-def test_shutdown_cancel_futures_cancels_what_has_not_started(make_pool, backend):
+def test_shutdown_cancel_futures_cancels_what_has_not_started(make_pool, backend, tmp_path):
     # on asyncio a coroutine waits for a slot of the concurrency limit: that is its queue
-    task = async_sleep_then if backend == "asyncio" else sleep_then
+    task, beat = ((async_sleep_then, async_heartbeat) if backend == "asyncio"
+                  else (sleep_then, heartbeat))
     pool = make_pool(1, concurrency=1)
-    running = pool.submit(task, 0.3, "ran")
-    time.sleep(0.1)
+    marker = tmp_path / "running"
+    running = pool.submit(beat, str(marker), 0.3)
+    deadline = time.monotonic() + 30  # a Dask worker may still be busy with an earlier test's
+    while not marker.exists():  # task that nobody could stop
+        assert time.monotonic() < deadline, "the first task never started"
+        time.sleep(0.01)
     queued = [pool.submit(task, 0.3) for _ in range(4)]
     pool.shutdown(wait=True, cancel_futures=True)
-    assert running.result(timeout=0) == "ran"
+    assert not running.cancelled() and running.result(timeout=0) is None
     # a pool given a Dask cluster's address uses all of it: its second worker starts one
     started = [f for f in queued if not f.cancelled()]
     assert len(started) <= (1 if backend == "dask" else 0), started

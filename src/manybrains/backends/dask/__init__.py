@@ -300,11 +300,21 @@ class DaskBackend(Backend):
     def _cancel_queued(self, records: list[_Record], *, running_too: bool) -> None:
         running: set[str] = set()
         if not running_too:
-            with contextlib.suppress(Exception):  # a lost scheduler runs nothing
-                running = set(itertools.chain.from_iterable(self._client.processing().values()))
+            with contextlib.suppress(Exception):  # a lost cluster runs nothing
+                running = self._executing()
         for record in records:
             if running_too or record.dask_future.key not in running:
                 record.future.cancel()
+
+    def _executing(self) -> set[str]:
+        """The keys the cluster's workers are running now, asked of the workers holding ours."""
+        ours = {record.dask_future.key for record in list(self._records.values())}
+        holders = [address for address, keys in self._client.processing().items()
+                   if ours.intersection(keys)]
+        if not holders:
+            return set()
+        answers = self._client.run(worker.executing, workers=holders, on_error="return")
+        return {key for keys in answers.values() if isinstance(keys, list) for key in keys}
 
     def _close(self, *, kill: bool) -> None:
         if not kill:

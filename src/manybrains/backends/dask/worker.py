@@ -47,6 +47,15 @@ def execute(frame: bytes, meta: tuple[int, str, str | None], function: bytes, *a
         kind, body, lambda k: _HEADER.pack(k, elapsed, len(address)) + address))
 
 
+def executing(dask_worker: distributed.Worker) -> list[str]:
+    """The keys of the tasks ``dask_worker`` is running now (not those waiting there).
+
+    The scheduler's "processing" also counts tasks sent ahead to a worker's own queue
+    (``distributed.scheduler.worker-saturation``), which have not started.
+    """
+    return [str(ts.key) for ts in dask_worker.state.executing]
+
+
 def read_reply(reply: bytes) -> tuple[int, float, str, memoryview]:
     """``(kind, seconds running, worker address, body)`` of what :func:`execute` returned."""
     kind, elapsed, size = _HEADER.unpack_from(reply)
