@@ -1,4 +1,4 @@
-"""manybrains.Queue against multiprocessing.Queue and SimpleQueue, side by side.
+"""manybrains.Queue against multiprocessing.Queue, SimpleQueue and faster-fifo, side by side.
 
 Throughput: one producer process puts N small items (ints), the main process gets them:
 one item per put/get; lists of 1000 items per put (the usual way to batch with
@@ -32,10 +32,24 @@ def make_queue(kind: str) -> Any:
         return mb.Queue()
     if kind == "mp.Queue":
         return CTX.Queue()
+    if kind == "faster-fifo":
+        import faster_fifo
+
+        return faster_fifo.Queue(max_size_bytes=4 << 20)  # the ring size of mb.Queue()
     return CTX.SimpleQueue()
 
 
-KINDS = ("manybrains.Queue", "mp.Queue", "mp.SimpleQueue")
+def _installed(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+# faster-fifo (a C++ shared-memory queue) is a peer where it is installed (the bench extra).
+KINDS = ("manybrains.Queue", "mp.Queue", "mp.SimpleQueue") + (
+    ("faster-fifo",) if _installed("faster_fifo") else ())
 
 
 def put_singles(q: Any, n: int) -> None:

@@ -94,9 +94,9 @@ def test_pickles_by_name_not_by_value():
 def test_segments_and_semaphores_go_with_the_owner():
     v = mb.Value("i", 1)
     name = v.name
-    assert len(shm_entries(name)) == 2  # the memory and the lock
+    assert len(shm_entries(name)) == 3  # the memory, the lock and who holds the lock
     attached = pickle.loads(pickle.dumps(v))
     del attached  # an attached copy removes nothing
-    assert len(shm_entries(name)) == 2
+    assert len(shm_entries(name)) == 3
     del v
     assert shm_entries(name) == []

@@ -4,16 +4,28 @@ Items are pickled straight into a ring buffer in a shared-memory segment; there 
 thread and no pipe, so a ``put`` costs a pickle, a copy and two semaphore operations, and a
 ``get`` is woken directly by the ``put`` that fed it::
 
-    shared segment:  [ tail | head | closed | space-waiting ][ ring of records ... ]
+    shared segment:  [ put side | get side | closed, space-waiting ][ ring of records ... ]
+    put side:        tail, items put, the next publish (tail, items), the put lock's words
+    get side:        head, items got, the next publish (head, items), the get lock's words
     record:          [ u32 length (top bit: spilled) ][ pickle, or a spill segment's name ]
 
-    producers  --put_lock-->  write at tail, publish tail, items.release()
-    consumers  --get_lock-->  items.acquire(), read at head, publish head
+    producers  --put lock-->  write at tail, publish tail, items.release()
+    consumers  items.acquire() --get lock-->  read at head, publish head
 
 One lock per side makes the ring single-producer/single-consumer between the two lock
 holders, so producers and consumers never wait for each other's lock. The ``items``
-semaphore counts records and orders each record's bytes before its reader. An item larger
-than a quarter of the ring travels in a segment of its own ("spilled").
+semaphore counts records and wakes readers. An item larger than a quarter of the ring
+travels in a segment of its own ("spilled").
+
+**A process killed anywhere inside the queue loses at most the item it was moving.** The
+ring's positions, not the semaphores, are the truth:
+
+- Both locks are :class:`~.mutex.Mutex`: a waiter takes one over from a dead holder.
+- A side publishes by writing its next (position, count) first, then position and count.
+  Whoever takes over a side's lock finishes a publish that had begun.
+- A reader waits for ``items`` in slices and looks at the ring between them, so a record
+  whose wake-up was lost is read within a slice; a wake-up without a record is skipped.
+- ``maxsize`` compares the two counts; no semaphore holds room that a dead process took.
 
 ``close()`` closes the queue for every process: ``put`` raises, readers drain what is left
 and then get :class:`QueueClosed` (iteration simply ends).
@@ -21,7 +33,9 @@ and then get :class:`QueueClosed` (iteration simply ends).
 
 from __future__ import annotations
 
+import _multiprocessing  # type: ignore[import-not-found]
 import contextlib
+import functools
 import os
 import pickle
 import queue as _stdlib_queue
@@ -34,17 +48,24 @@ from typing import Any
 import cloudpickle
 
 from .._errors import ManybrainsError
+from .mutex import LOGGER, SLICE, WORDS, Mutex, unlink_semaphore
+from .owners import Current
 from .segment import PREFIX, Segment, attach, new_name, unlink
-from .semaphore import Semaphore
 
 Empty = _stdlib_queue.Empty
 Full = _stdlib_queue.Full
 
-_HEADER = 256  # tail, head and flags on separate cache lines
-_TAIL, _HEAD, _CLOSED, _WAITING = 0, 8, 16, 17  # indexes into the header as u64 words
+_HEADER = 256  # the put side, the get side and the flags on separate cache lines
+# Indexes into the header as u64 words: position, count, the next publish of both, the lock.
+_TAIL, _PUT_N, _NEXT_TAIL, _NEXT_PUT_N, _PUT_LOCK = 0, 1, 2, 3, 4
+_HEAD, _GET_N, _NEXT_HEAD, _NEXT_GET_N, _GET_LOCK = 8, 9, 10, 11, 12
+_CLOSED, _WAITING = 16, 17
 _LEN = struct.Struct("<I")
 _SPILLED = 1 << 31
 _WAKE_CHECK = 0.05  # a producer waiting for room re-checks this often (see _wait_for_room)
+_LOST = object()  # a spilled item whose segment a killed reader had already removed
+_TAGS = ("p", "g", "i", "w")
+_MAX_COUNT = 2**31 - 1  # the put lock, the get lock, items, space: semaphore names
 
 
 class QueueClosed(ManybrainsError, ValueError):
@@ -81,26 +102,46 @@ class Queue:
     def _setup(self, name: str, segment: Segment, maxsize: int, *, create: bool) -> None:
         self.name, self.maxsize, self._segment = name, maxsize, segment
         self.capacity = segment.size - _HEADER
-        self._index = segment.buf[:_HEADER].cast("Q")
+        self._index = index = segment.buf[:_HEADER].cast("Q")
         self._ring = segment.buf[_HEADER:]
 
-        def sem(tag: str, value: int) -> Semaphore:
-            full = f"{name}{tag}"
-            return Semaphore(value, name=full) if create else Semaphore.attach(full)
+        def counting(tag: str) -> Any:
+            full = "/" + name + tag
+            if create:
+                return _multiprocessing.SemLock(1, 0, _MAX_COUNT, full, False)
+            return _multiprocessing.SemLock._rebuild(0, 1, _MAX_COUNT, full)
 
-        self._put_lock, self._get_lock = sem("p", 1), sem("g", 1)
-        self._items, self._space = sem("i", 0), sem("w", 0)
-        self._slots = sem("m", maxsize) if maxsize else None
+        def mutex(side: str, at: int, publish: tuple[int, int, int, int]) -> Mutex:
+            return Mutex(name + side[0], index[at:at + WORDS], name,
+                         f"the {side} lock of queue {name}", create=create,
+                         repair=functools.partial(_finish_publish, index, *publish))
+
+        self._put_lock = mutex("put", _PUT_LOCK, (_TAIL, _PUT_N, _NEXT_TAIL, _NEXT_PUT_N))
+        self._get_lock = mutex("get", _GET_LOCK, (_HEAD, _GET_N, _NEXT_HEAD, _NEXT_GET_N))
+        self._items, self._space = counting("i"), counting("w")
         self._spill_above = self.capacity // 4 - _LEN.size
-        # Bound C methods, looked up once: these run for every item.
+        # Bound methods, looked up once: these run for every item.
         self._items_acquire, self._items_release = self._items.acquire, self._items.release
         self._get_lock_acquire = self._get_lock.acquire
         self._get_lock_release = self._get_lock.release
         self._put_lock_acquire = self._put_lock.acquire
         self._put_lock_release = self._put_lock.release
+        self._put_try = self._put_lock.try_semaphore
+        self._put_post = self._put_lock.release_semaphore
+        self._get_try = self._get_lock.try_semaphore
+        self._get_post = self._get_lock.release_semaphore
 
     def __reduce__(self) -> tuple[Any, tuple[str, int]]:
         return (Queue._open, (self.name, self.maxsize))
+
+    # ---- the two locks -----------------------------------------------------------------
+
+    def _lock(self, mutex: Mutex, deadline: float | None, error: type[Exception]) -> None:
+        """Take a side's lock, the slow path (:meth:`Mutex.wait`)."""
+        if deadline == 0.0:  # held for microseconds unless the queue is full: wait a moment
+            deadline = time.monotonic() + _WAKE_CHECK
+        if not mutex.wait(deadline):
+            raise error
 
     # ---- putting ------------------------------------------------------------------------
 
@@ -110,25 +151,32 @@ class Queue:
         Raises :class:`QueueClosed` once the queue is closed.
         """
         record = self._encode(item)
-        if not block or timeout is not None or self._slots is not None:
+        if not block or timeout is not None:
             return self._put_records([record], block, timeout)
-        self._put_lock_acquire()
-        try:  # the common case, inlined: this is the hot path of every producer
-            index, capacity = self._index, self.capacity
+        index, capacity = self._index, self.capacity
+        # The common case, inlined (Mutex.acquire and release): the hot path of every producer
+        if self._put_try(False):
+            index[_PUT_LOCK] = Current.identity
+        else:
+            self._lock(self._put_lock, None, Full)
+        try:
             tail = index[_TAIL]
             end = tail % capacity + len(record)
-            if index[_CLOSED] or capacity - (tail - index[_HEAD]) < len(record):
+            if (index[_CLOSED] or capacity - (tail - index[_HEAD]) < len(record)
+                    or (self.maxsize and index[_PUT_N] - index[_GET_N] >= self.maxsize)):
                 self._write_batches([record], None)  # closed, or wait for room
-            elif end <= capacity:
-                self._ring[end - len(record):end] = record
-                index[_TAIL] = tail + len(record)
-                self._items_release()
             else:
-                self._write(tail % capacity, record)
-                index[_TAIL] = tail + len(record)
+                if end <= capacity:
+                    self._ring[end - len(record):end] = record
+                else:
+                    self._write(tail % capacity, record)
+                count = index[_PUT_N] + 1
+                index[_NEXT_TAIL], index[_NEXT_PUT_N] = tail + len(record), count
+                index[_TAIL], index[_PUT_N] = tail + len(record), count
                 self._items_release()
         finally:
-            self._put_lock_release()
+            index[_PUT_LOCK] = 0
+            self._put_post()
         return None
 
     def put_nowait(self, item: Any) -> None:
@@ -146,46 +194,43 @@ class Queue:
 
     def _put_records(self, records: list[bytes], block: bool, timeout: float | None) -> None:
         deadline = _deadline(block, timeout)
-        # The producer lock is held for microseconds, unless its holder waits for room: then
-        # the queue is full. So even put_nowait waits a moment for it rather than fail.
-        lock_deadline = time.monotonic() + _WAKE_CHECK if deadline == 0.0 else deadline
-        self._acquire(self._put_lock, lock_deadline, Full)
+        if not self._put_lock_acquire(False):
+            self._lock(self._put_lock, deadline, Full)
         try:
-            if self._slots is None:
-                self._write_batches(records, deadline)
-            else:  # one slot per item: write them one by one
-                for record in records:
-                    self._acquire(self._slots, deadline, Full, check_closed=True)
-                    self._write_batches([record], deadline, release_slot=True)
+            self._write_batches(records, deadline)
         finally:
-            self._put_lock.release()
+            self._put_lock_release()
 
-    def _write_batches(self, records: list[bytes], deadline: float | None,
-                       release_slot: bool = False) -> None:
+    def _write_batches(self, records: list[bytes], deadline: float | None) -> None:
         """Write ``records`` in as few copies as the free room allows (producer lock held)."""
         index, done = self._index, 0
         while done < len(records):
-            self._check_open(release_slot)
+            self._check_open()
             free = self.capacity - (index[_TAIL] - index[_HEAD])
-            batch, size = _fitting(records, done, free)
+            slots = self.maxsize - (index[_PUT_N] - index[_GET_N]) if self.maxsize else -1
+            batch, size = _fitting(records, done, free, slots)
             if not batch:
-                self._wait_for_room(len(records[done]), deadline, release_slot)
+                self._wait_for_room(len(records[done]), deadline)
                 continue
-            tail = index[_TAIL]
+            tail, count = index[_TAIL], index[_PUT_N] + len(batch)
             self._write(tail % self.capacity, batch[0] if len(batch) == 1 else b"".join(batch))
-            index[_TAIL] = tail + size
+            index[_NEXT_TAIL], index[_NEXT_PUT_N] = tail + size, count
+            index[_TAIL], index[_PUT_N] = tail + size, count
             for _ in batch:
                 self._items_release()
             done += len(batch)
 
-    def _wait_for_room(self, need: int, deadline: float | None, release_slot: bool) -> None:
+    def _room(self, need: int) -> bool:
+        index = self._index
+        return (self.capacity - (index[_TAIL] - index[_HEAD]) >= need and not (
+            self.maxsize and index[_PUT_N] - index[_GET_N] >= self.maxsize))
+
+    def _wait_for_room(self, need: int, deadline: float | None) -> None:
         index = self._index
         if deadline == 0.0 or (deadline is not None and time.monotonic() >= deadline):
-            if release_slot and self._slots is not None:
-                self._slots.release()
             raise Full
         index[_WAITING] = 1
-        if self.capacity - (index[_TAIL] - index[_HEAD]) >= need:
+        if self._room(need):
             return
         # The flag and the head live in plain memory, so a reader may miss the flag just
         # set; bounded waits turn such a lost wake-up into a short delay, never a hang.
@@ -224,11 +269,34 @@ class Queue:
         Raises ``queue.Empty`` when none came in time, :class:`QueueClosed` when the queue
         is closed and drained.
         """
-        if block and timeout is None:
-            self._items_acquire()
-        else:
-            self._acquire(self._items, _deadline(block, timeout), Empty)
-        return self._take(1)[0]
+        if self._items_acquire(False):  # the common case, inlined (see _take)
+            index = self._index
+            if self._get_try(False):
+                index[_GET_LOCK] = Current.identity
+            else:
+                self._lock(self._get_lock, None, Empty)
+            item: Any = _LOST
+            try:
+                head = index[_HEAD]
+                if head != index[_TAIL]:
+                    item = self._read_item(head)
+                    if index[_WAITING]:
+                        index[_WAITING] = 0
+                        self._space.release()
+            finally:
+                index[_GET_LOCK] = 0
+                self._get_post()
+            if item is not _LOST:
+                return item
+            if index[_CLOSED]:  # the close wake-up, or another reader took the record
+                items = self._take(1, tokens=1)
+                if items:
+                    return items[0]
+        deadline = _deadline(block, timeout)
+        while True:  # no item, or a wake-up whose item another reader took
+            items = self._take(1, tokens=self._wait_for_item(deadline))
+            if items:
+                return items[0]
 
     def get_nowait(self) -> Any:
         """``get(block=False)``."""
@@ -239,34 +307,49 @@ class Queue:
         """Up to ``max_items`` items: waits (like ``get``) for the first, takes what is there."""
         if max_items < 1:
             raise ValueError(f"max_items must be >= 1, got {max_items!r}")
-        self._acquire(self._items, _deadline(block, timeout), Empty)
-        count = 1
-        while count < max_items and self._items_acquire(False):
-            count += 1
-        return self._take(count)
+        deadline = _deadline(block, timeout)
+        while True:
+            tokens = self._wait_for_item(deadline)
+            while tokens < max_items and self._items_acquire(False):
+                tokens += 1
+            items = self._take(max_items, tokens=tokens)
+            if items:
+                return items
 
-    def _take(self, count: int) -> list[Any]:
-        """Read ``count`` items whose tokens the caller holds."""
+    def _wait_for_item(self, deadline: float | None) -> int:
+        """Wait for a wake-up (1) or for a record whose wake-up was lost (0); else Empty."""
+        index = self._index
+        while True:
+            if self._items.acquire(True, _bounded(deadline, SLICE)):
+                return 1
+            if index[_HEAD] != index[_TAIL] or index[_CLOSED]:
+                return 0
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Empty
+
+    def _take(self, most: int, *, tokens: int) -> list[Any]:
+        """Read up to ``most`` items; the caller holds ``tokens`` wake-ups."""
         items: list[Any] = []
         index = self._index
-        self._get_lock_acquire()
+        if not self._get_lock_acquire(False):
+            self._lock(self._get_lock, None, Empty)
         try:
-            while len(items) < count:
+            while len(items) < most:
                 head = index[_HEAD]
-                if head == index[_TAIL]:  # a token without a record: the close signal
-                    self._items_release()  # pass it on to the next reader
-                    if items:
-                        break
-                    raise QueueClosed("the queue is closed and drained")
-                items.append(self._read_item(head))
+                if head == index[_TAIL]:
+                    if index[_CLOSED] and not items:
+                        if tokens:
+                            self._items_release()  # pass the close wake-up on
+                        raise QueueClosed("the queue is closed and drained")
+                    break  # a wake-up whose record another reader took without one
+                item = self._read_item(head)
+                if item is not _LOST:
+                    items.append(item)
             if index[_WAITING]:
                 index[_WAITING] = 0
                 self._space.release()
         finally:
             self._get_lock_release()
-        if self._slots is not None:
-            for _ in items:
-                self._slots.release()
         return items
 
     def _read_item(self, head: int) -> Any:
@@ -286,7 +369,10 @@ class Queue:
                 return pickle.loads(ring[start:start + size])
             return pickle.loads(self._read(start, size))
         finally:  # a record that fails to unpickle is still consumed
-            self._index[_HEAD] = head + _LEN.size + size
+            index = self._index
+            new_head, count = head + _LEN.size + size, index[_GET_N] + 1
+            index[_NEXT_HEAD], index[_NEXT_GET_N] = new_head, count
+            index[_HEAD], index[_GET_N] = new_head, count
 
     def _read(self, position: int, size: int) -> bytes:
         end = position + size
@@ -298,7 +384,7 @@ class Queue:
 
     def qsize(self) -> int:
         """How many items are queued (a snapshot: other processes may change it at once)."""
-        return max(0, self._items.value() - int(self._index[_CLOSED]))
+        return max(0, int(self._index[_PUT_N]) - int(self._index[_GET_N]))
 
     def empty(self) -> bool:
         """Whether ``qsize() == 0`` (a snapshot)."""
@@ -315,15 +401,17 @@ class Queue:
 
     def close(self) -> None:
         """Close the queue for every process; queued items can still be read. Idempotent."""
-        with self._put_lock:
+        if not self._put_lock_acquire(False):
+            self._lock(self._put_lock, None, Full)
+        try:
             if self._index[_CLOSED]:
                 return
             self._index[_CLOSED] = 1
+        finally:
+            self._put_lock_release()
         # Wake everyone who waits: each woken waiter passes the wake-up on.
         self._items.release()
         self._space.release()
-        if self._slots is not None:
-            self._slots.release()
 
     def __iter__(self) -> Iterator[Any]:
         """Yield items until the queue is closed and drained."""
@@ -339,34 +427,37 @@ class Queue:
 
     # ---- waiting --------------------------------------------------------------------------
 
-    def _check_open(self, release_slot: bool = False) -> None:
+    def _check_open(self) -> None:
         if self._index[_CLOSED]:
-            if release_slot and self._slots is not None:
-                self._slots.release()  # pass the close wake-up on
-            raise QueueClosed("cannot put: the queue is closed")
-
-    def _acquire(self, sem: Semaphore, deadline: float | None, error: type[Exception],
-                 check_closed: bool = False) -> None:
-        if deadline is None:
-            sem.acquire()
-        elif not sem.acquire(deadline > 0.0, max(0.0, deadline - time.monotonic())):
-            raise error
-        if check_closed and self._index[_CLOSED]:
-            sem.release()  # pass the close wake-up on
             raise QueueClosed("cannot put: the queue is closed")
 
 
-def _fitting(records: list[bytes], start: int, free: int) -> tuple[list[bytes], int]:
-    """The records from ``start`` on that fit in ``free`` bytes, and their total size."""
+def _finish_publish(index: memoryview, position: int, count: int, next_position: int,
+                    next_count: int) -> None:
+    """Finish a side's publish that its dead lock holder had begun (see the docstring)."""
+    if index[next_position] == index[position]:
+        index[count] = index[next_count]
+
+
+def _fitting(records: list[bytes], start: int, free: int, slots: int
+             ) -> tuple[list[bytes], int]:
+    """The records from ``start`` on that fit in ``free`` bytes and ``slots`` items (-1: any
+    number), and their total size."""
     size, end = 0, start
-    while end < len(records) and size + len(records[end]) <= free:
+    limit = len(records) if slots < 0 else min(len(records), start + slots)
+    while end < limit and size + len(records[end]) <= free:
         size += len(records[end])
         end += 1
     return records[start:end], size
 
 
 def _unspill(name: str) -> Any:
-    segment = Segment.open(name)
+    try:
+        segment = Segment.open(name)
+    except FileNotFoundError:  # a reader killed after removing it: the item in flight
+        LOGGER.warning("queue: an item spilled to %s is gone: a reader was killed while "
+                       "taking it", name)
+        return _LOST
     unlink(name)
     return pickle.loads(segment.buf[:segment.size])
 
@@ -392,6 +483,8 @@ def _destroy(name: str, creator: int) -> None:
     if os.getpid() != creator:
         return
     unlink(name)
+    for tag in _TAGS:
+        unlink_semaphore(name + tag)
     with contextlib.suppress(OSError):  # spilled items nobody read
         for entry in os.listdir("/dev/shm"):
             if entry.startswith(f"{name}x") and entry.startswith(PREFIX):

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .items import ItemAccess
 from .segment import Segment, attach, new_name, unlink
+from .semaphore import Lock, unlink_lock
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,6 +36,8 @@ class SharedArray(ItemAccess):
         self._segment: Segment | None = segment
         self._array: np.ndarray[Any, Any] | None = np.ndarray(shape, dtype, buffer=segment.buf)
         self.name = segment.name
+        # The creator makes the lock (so it owns it); receivers open it when they first use it.
+        self._lock: Lock | None = Lock(name=self.name + "l") if owner else None
         self._finalizer = (weakref.finalize(self, _unlink_if_creator, self.name, os.getpid())
                            if owner else None)
 
@@ -108,6 +111,19 @@ class SharedArray(ItemAccess):
     def _items(self) -> Any:
         return self.array
 
+    @property
+    def lock(self) -> Lock:
+        """A lock that travels with the array, for read-modify-write across processes
+        (``with sa.lock: sa[0] += 1``). A holder that dies does not wedge it (see
+        :class:`~manybrains.Lock`)."""
+        if self._lock is None:
+            self._lock = Lock.attach(self.name + "l")
+        return self._lock
+
+    def get_lock(self) -> Lock:
+        """``lock``, as ``multiprocessing.Array.get_lock``."""
+        return self.lock
+
     # ---- lifecycle ------------------------------------------------------------------------
 
     @property
@@ -150,3 +166,4 @@ class SharedArray(ItemAccess):
 def _unlink_if_creator(name: str, creator: int) -> None:
     if os.getpid() == creator:
         unlink(name)
+        unlink_lock(name + "l")
