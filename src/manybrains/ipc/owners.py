@@ -64,7 +64,7 @@ def pid_of(identity: int) -> int:
 
 def alive(identity: int) -> bool:
     """Whether the process recorded as ``identity`` still runs (a reused pid does not count)."""
-    return identity_of(pid_of(identity)) == identity
+    return identity != 0 and identity_of(pid_of(identity)) == identity
 
 
 class Current:
