@@ -40,15 +40,6 @@ ATTEMPTS = 3  # a reply that got through before the stop is tried again
 WITHIN = 15.0  # seconds any one wait of the test may take
 
 
-# A known bug of the engine. The supervisor makes the pipes of the pool's first workers
-# before it starts any of them, so under fork the first worker inherits the second's end of
-# its socket pair. When the second dies mid-reply, its stream does not end (the first still
-# holds it open): the supervisor waits inside recv_bytes for the rest of the frame, forever,
-# and the whole pool stops answering. Strict: once fixed, this says to remove the mark.
-FORK_INHERITS_THE_PIPE = ("under fork the first worker holds the second's end of its pipe: "
-                          "the supervisor waits forever for the rest of a half-sent reply")
-
-
 # ---- tasks (module level: workers import them by name under every start method) ----------
 
 def write_pid(path: str) -> None:
@@ -192,10 +183,7 @@ def check_kill_mid_reply(pool: mb.Pool, victim_index: int, tmp_path: Path) -> No
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("victim_index", [0, 1], ids=["first worker", "second worker"])
-def test_a_worker_killed_mid_reply_fails_only_its_task(start_method, victim_index, tmp_path,
-                                                       request):
-    if start_method == "fork" and victim_index == 1:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=FORK_INHERITS_THE_PIPE))
+def test_a_worker_killed_mid_reply_fails_only_its_task(start_method, victim_index, tmp_path):
     with mb.Pool(2, start_method=start_method) as pool:
         try:
             check_kill_mid_reply(pool, victim_index, tmp_path)

@@ -13,9 +13,12 @@ once instead of respawning forever:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import signal
+import threading
+import weakref
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.context import set_spawning_popen
@@ -63,6 +66,27 @@ def load_engine_modules(method: str) -> None:
     workers start by ``method`` could import (see :data:`ENGINE_MODULES`)."""
     for name in (*ENGINE_MODULES, *START_MODULES.get(method, ())):
         importlib.import_module(name)
+
+
+# A forked child inherits every descriptor of its parent, the child ends of workers made but
+# not started yet among them (Pool() makes all of its first workers before starting them). A
+# worker holding another's end keeps that pipe open after the other dies, and the supervisor,
+# reading the dead worker's half-sent reply, would wait forever for the rest. So every forked
+# child (a fork worker, a template) closes the ends that are not its own.
+_unstarted: weakref.WeakSet[Connection] = weakref.WeakSet()
+_starting: Connection | None = None  # the end of the worker being started now
+_start_lock = threading.Lock()
+
+
+def _close_unstarted_in_child() -> None:
+    for end in list(_unstarted):
+        if end is not _starting:
+            with contextlib.suppress(OSError):
+                end.close()
+    _unstarted.clear()
+
+
+os.register_at_fork(after_in_child=_close_unstarted_in_child)
 
 
 @dataclass(eq=False)
@@ -129,6 +153,7 @@ class Startup:
         parent_end, child_end = launch.context.Pipe(duplex=True)
         mark = worker.TaskMark()
         threads = (self._options.inner_threads, self._options.workers)
+        _unstarted.add(child_end)
         process = launch.context.Process(target=worker.main,
                                          args=(child_end, threads, self._setup, mark))
         if self._options.pool_workers:  # as multiprocessing.Pool renames its workers
@@ -145,7 +170,7 @@ class Startup:
         launch = self._options.launch
         try:
             with starting(launch):
-                prepared.process.start()
+                _start(prepared)
         except BaseException as exc:  # e.g. out of processes or memory
             prepared.discard()
             raise BrokenPool(f"cannot start a worker process: {exc!r}") from exc
@@ -179,6 +204,16 @@ class Startup:
         where = ("in a worker" if kind == protocol.INIT_FAILED
                  else "in a worker, which could not load the pool's initializer and initargs")
         return InitializerFailed.because(cause, where)
+
+
+def _start(prepared: Prepared) -> None:
+    global _starting
+    with _start_lock:  # one start at a time names its own end to the forked child
+        _starting = prepared.child_end
+        try:
+            prepared.process.start()
+        finally:
+            _starting = None
 
 
 class _DescriptorCount:
