@@ -49,6 +49,18 @@ def take_unrecorded(lock: mb.Lock) -> None:
     os._exit(0)
 
 
+def take_a_permit_unrecorded(sem: mb.Semaphore) -> None:
+    """Die between taking a permit and counting it as held: the acquire's last instant."""
+    sem._add(sem._my_slot(), 2, +1)  # taking
+    assert sem._try(False)
+    os._exit(0)
+
+
+def take_a_signal_and_die(sem: mb.Semaphore) -> None:
+    sem.acquire()
+    os._exit(0)
+
+
 def hammer_lock(lock: mb.Lock, counter: mb.Value) -> None:
     while True:
         with lock:
@@ -231,6 +243,23 @@ def test_permits_of_killed_holders_are_given_back(method, tmp_path):
     sem.release()
     sem.release()
     assert sem.value() == 2
+
+
+def test_a_permit_taken_in_the_instant_before_it_is_counted_comes_back():
+    sem = mb.Semaphore(1)
+    mb.spawn(take_a_permit_unrecorded, sem).join(timeout=30)
+    assert sem.value() == 0
+    timed_acquire(sem)
+    assert sem.recoveries == 1
+    sem.release()
+
+
+def test_a_signal_taken_by_a_process_that_died_is_not_sent_again():
+    sem = mb.Semaphore(0)  # used to signal: released by one process, acquired by another
+    sem.release()
+    mb.spawn(take_a_signal_and_die, sem).join(timeout=30)
+    assert not sem.acquire(timeout=3 * SLICE)  # nothing is missing from 0: no top-up
+    assert sem.recoveries == 0 and sem.value() == 0
 
 
 # ---- the queue -------------------------------------------------------------------------------

@@ -12,16 +12,19 @@ others:
 
 - :class:`Lock` is a :class:`~.mutex.Mutex` (see there): the next waiter repairs it within
   about 0.1 s (1 s if the holder died in the instant before it recorded itself).
-- :class:`Semaphore` records, per process, how many permits it holds (``acquire`` minus
-  ``release`` in that process)::
+- :class:`Semaphore` records, per process, the permits it holds and the ones it is taking::
 
-      segment:  [ recoveries ][ 256 slots of (process identity, permits held) ]
+      segment:  [ recoveries | initial value ][ 256 slots of (identity, held, taking) ]
 
-  A waiter that has waited a slice gives back the permits of every recorded process that
-  no longer exists. A process claims its slot once, under the recovery ``flock``. One
-  killed in the instant between taking a permit and recording it loses that permit; and
-  since a permit counts for the process that took it, use a :class:`~.queue.Queue`, not a
-  semaphore, to signal from process to process where consumers may be killed.
+      acquire:  taking += 1 -> sem_wait -> held += 1, taking -= 1
+      release:  sem_post -> held -= 1
+
+  Every kill point leaves the dead process's slot with a count (held or taking) at least as
+  large as the permits it really took. A waiter that has waited a slice gives back, from
+  the slots of processes that no longer exist, as many permits as are missing:
+  ``initial - value - (held by live processes)``, never more. A process claims its slot
+  once, under the recovery ``flock``. A semaphore used to signal (made with 0, released by
+  one process, acquired by another) is never topped up: nothing is missing from 0.
 
 Either way the taker's ``recovered`` is true, ``recoveries`` counts take-overs across
 processes, and a warning goes to the ``manybrains`` logger.
@@ -42,6 +45,8 @@ from .owners import Current
 from .segment import Segment, attach, new_name, unlink
 
 _SLOTS = 256
+_RECOVERIES, _INITIAL, _SLOTS_AT = 0, 1, 2  # words of a semaphore's segment
+_HELD, _TAKING = 1, 2  # words of a slot, after its identity
 _MAX = 2**31 - 1  # SEM_VALUE_MAX on Linux
 
 S = TypeVar("S", bound="_Named")
@@ -151,7 +156,7 @@ class Semaphore(_Named):
     Permits held by a process that no longer exists are given back to the waiters.
     """
 
-    _size = 8 * (1 + 2 * _SLOTS)
+    _size = 8 * (_SLOTS_AT + 3 * _SLOTS)
 
     def __init__(self, value: int = 1, *, name: str | None = None) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX:
@@ -165,6 +170,8 @@ class Semaphore(_Named):
         self._lock = open_semaphore(self.name, create=create, value=self._initial,
                                     maximum=_MAX)
         self._words = self._segment.buf.cast("Q")
+        if create:
+            self._words[_INITIAL] = self._initial
         self._try = self._lock.acquire
         self._local = threading.Lock()  # this process's threads update one slot
         self._slot: tuple[int, int] | None = None  # (the identity it was claimed for, index)
@@ -172,30 +179,34 @@ class Semaphore(_Named):
 
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
         """Take a permit; False if none came in time (never with the defaults)."""
-        if not self._try(False):
-            if not block:
-                return False
-            if timeout is not None and timeout < 0:
-                raise ValueError(f"timeout must be >= 0, got {timeout!r}")
-            if not self._wait(None if timeout is None else time.monotonic() + timeout):
-                return False
-        else:
-            self.recovered = False
-        self._count(+1)
-        return True
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+        slot = self._my_slot()
+        self._add(slot, _TAKING, +1)
+        got = False
+        try:
+            if self._try(False):
+                self.recovered = False
+                got = True
+            elif block:
+                got = self._wait(None if timeout is None else time.monotonic() + timeout)
+        finally:
+            self._add(slot, _TAKING, -1, held=got)
+        return got
 
     def release(self) -> None:
         """Give a permit back (a process may release what another took, as a signal)."""
-        self._count(-1)
         self._lock.release()
+        self._add(self._my_slot(), _HELD, -1)
 
-    def _count(self, delta: int) -> None:
-        index = self._my_slot()
-        if index is None:
+    def _add(self, slot: int | None, field: int, delta: int, *, held: bool = False) -> None:
+        if slot is None:
             return
+        words = self._words
         with self._local:
-            held = self._words[index + 1]
-            self._words[index + 1] = max(0, held + delta)
+            if held:  # one step from taking to held, so no kill point counts it in neither
+                words[slot + _HELD] += 1
+            words[slot + field] = max(0, words[slot + field] + delta)
 
     def _my_slot(self) -> int | None:
         me = owners.me()
@@ -212,14 +223,14 @@ class Semaphore(_Named):
 
     def _claim(self, me: int) -> int | None:
         words, free = self._words, None
-        for index in range(1, 1 + 2 * _SLOTS, 2):
+        for index in _slot_indexes():
             if words[index] == me:
                 return index
             if free is None and (words[index] == 0 or not owners.alive(words[index])):
-                self._give_back(index)
                 free = index
         if free is not None:
-            words[free], words[free + 1] = me, 0
+            self._give_back()  # a dead process's counts must not pass to its successor
+            words[free], words[free + _HELD], words[free + _TAKING] = me, 0, 0
         return free
 
     def _wait(self, deadline: float | None) -> bool:
@@ -228,40 +239,52 @@ class Semaphore(_Named):
             if self._lock.acquire(True, max(0.0, left)):
                 self.recovered = False
                 return True
-            if self._recover() and self._try(False):
+            if self._any_dead() and self._recover() and self._try(False):
                 self.recovered = True
                 return True
             if deadline is not None and time.monotonic() >= deadline:
                 return False
 
-    def _recover(self) -> int:
-        """Give back the permits of recorded processes that died; how many."""
+    def _any_dead(self) -> bool:
         words = self._words
-        dead = [index for index in range(1, 1 + 2 * _SLOTS, 2)
-                if words[index] and words[index + 1] and not owners.alive(words[index])]
-        if not dead:
-            return 0
-        with owners.recovering(self.name):
-            return sum(self._give_back(index) for index in dead)
+        return any(words[i] and (words[i + _HELD] or words[i + _TAKING])
+                   and not owners.alive(words[i]) for i in _slot_indexes())
 
-    def _give_back(self, index: int) -> int:
-        """Return slot ``index``'s permits if its process died (recovery right held)."""
+    def _recover(self) -> int:
+        with owners.recovering(self.name):
+            return self._give_back()
+
+    def _give_back(self) -> int:
+        """Clear the slots of dead processes and post the permits missing (recovery right
+        held); how many."""
         words = self._words
-        identity, held = words[index], words[index + 1]
-        if not identity or not held or owners.alive(identity):
-            return 0
-        words[index], words[index + 1] = 0, 0
-        words[0] += held
-        for _ in range(held):
+        live_held, counted, dead = 0, 0, []
+        for index in _slot_indexes():
+            identity = words[index]
+            if not identity:
+                continue
+            if owners.alive(identity):
+                live_held += words[index + _HELD]
+            elif words[index + _HELD] or words[index + _TAKING]:
+                counted += words[index + _HELD] + words[index + _TAKING]
+                dead.append(index)
+        missing = int(words[_INITIAL]) - self.value() - live_held
+        given = max(0, min(counted, missing))
+        pids = ", ".join(str(owners.pid_of(words[index])) for index in dead)
+        for index in dead:
+            words[index], words[index + _HELD], words[index + _TAKING] = 0, 0, 0
+        words[_RECOVERIES] += given
+        for _ in range(given):
             self._lock.release()
-        LOGGER.warning("semaphore %s: process %d died holding %d permit(s); given back",
-                       self.name, owners.pid_of(identity), held)
-        return int(held)
+        if dead:
+            LOGGER.warning("semaphore %s: process(es) %s died holding or taking permits; %d "
+                           "permit(s) given back", self.name, pids, given)
+        return given
 
     @property
     def recoveries(self) -> int:
         """How many permits were given back from dead holders, in all processes."""
-        return int(self._words[0])
+        return int(self._words[_RECOVERIES])
 
     def value(self) -> int:
         """The current count (a snapshot)."""
@@ -276,6 +299,10 @@ class Semaphore(_Named):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} value={self.value()}>"
+
+
+def _slot_indexes() -> range:
+    return range(_SLOTS_AT, _SLOTS_AT + 3 * _SLOTS, 3)
 
 
 def _unlink(name: str, creator: int) -> None:
