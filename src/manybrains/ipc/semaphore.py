@@ -20,11 +20,13 @@ others:
       release:  sem_post -> held -= 1
 
   Every kill point leaves the dead process's slot with a count (held or taking) at least as
-  large as the permits it really took. A waiter that has waited a slice gives back, from
-  the slots of processes that no longer exist, as many permits as are missing:
-  ``initial - value - (held by live processes)``, never more. A process claims its slot
-  once, under the recovery ``flock``. A semaphore used to signal (made with 0, released by
-  one process, acquired by another) is never topped up: nothing is missing from 0.
+  large as the permits it really took. A waiter that has waited a slice gives back, out of
+  the dead processes' counts, as many permits as are missing: ``initial - value - (held by
+  live processes)``, the smaller of two looks a slice apart (a live process caught between
+  taking a permit and counting it inflates one look). What is not given back stays counted
+  for a later look. A process claims its slot once, under the recovery ``flock``. A
+  semaphore used to signal (made with 0, released by one process, acquired by another) is
+  never topped up: nothing is missing from 0.
 
 Either way the taker's ``recovered`` is true, ``recoveries`` counts take-overs across
 processes, and a warning goes to the ``manybrains`` logger.
@@ -175,6 +177,7 @@ class Semaphore(_Named):
         self._try = self._lock.acquire
         self._local = threading.Lock()  # this process's threads update one slot
         self._slot: tuple[int, int] | None = None  # (the identity it was claimed for, index)
+        self._missing_before: int | None = None  # what the previous look found (_give_back)
         self.recovered = False
 
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
@@ -222,18 +225,27 @@ class Semaphore(_Named):
         return index
 
     def _claim(self, me: int) -> int | None:
-        words, free = self._words, None
+        """A slot for this process: an empty one, else one of a dead process that counts
+        nothing (its counts may still be given back), else any of a dead process."""
+        words, empty, spent, dead = self._words, None, None, None
         for index in _slot_indexes():
-            if words[index] == me:
+            identity = words[index]
+            if identity == me:
                 return index
-            if free is None and (words[index] == 0 or not owners.alive(words[index])):
-                free = index
+            if not identity:
+                empty = index if empty is None else empty
+            elif not owners.alive(identity):
+                counts = words[index + _HELD] or words[index + _TAKING]
+                if not counts and spent is None:
+                    spent = index
+                dead = index if dead is None else dead
+        free = next((i for i in (empty, spent, dead) if i is not None), None)
         if free is not None:
-            self._give_back()  # a dead process's counts must not pass to its successor
             words[free], words[free + _HELD], words[free + _TAKING] = me, 0, 0
         return free
 
     def _wait(self, deadline: float | None) -> bool:
+        self._missing_before = None
         while True:
             left = SLICE if deadline is None else min(SLICE, deadline - time.monotonic())
             if self._lock.acquire(True, max(0.0, left)):
@@ -255,10 +267,14 @@ class Semaphore(_Named):
             return self._give_back()
 
     def _give_back(self) -> int:
-        """Clear the slots of dead processes and post the permits missing (recovery right
-        held); how many."""
+        """Post permits that dead processes took and did not return (recovery right held).
+
+        How many are missing is ``initial - value - held by live processes``, at most. A live
+        process between taking a permit and counting it makes one look say one too many, so
+        the smaller of this look and this waiter's previous one (a slice earlier) counts.
+        """
         words = self._words
-        live_held, counted, dead = 0, 0, []
+        live_held, dead = 0, []
         for index in _slot_indexes():
             identity = words[index]
             if not identity:
@@ -266,19 +282,26 @@ class Semaphore(_Named):
             if owners.alive(identity):
                 live_held += words[index + _HELD]
             elif words[index + _HELD] or words[index + _TAKING]:
-                counted += words[index + _HELD] + words[index + _TAKING]
                 dead.append(index)
         missing = int(words[_INITIAL]) - self.value() - live_held
-        given = max(0, min(counted, missing))
-        pids = ", ".join(str(owners.pid_of(words[index])) for index in dead)
-        for index in dead:
-            words[index], words[index + _HELD], words[index + _TAKING] = 0, 0, 0
+        before, self._missing_before = self._missing_before, missing
+        if before is None or not dead:
+            return 0
+        given = max(0, min(missing, before, sum(
+            words[i + _HELD] + words[i + _TAKING] for i in dead)))
+        left = given
+        for index in dead:  # what is not given back stays counted, for a later look
+            for field in (_HELD, _TAKING):
+                take = min(left, words[index + field])
+                words[index + field] -= take
+                left -= take
         words[_RECOVERIES] += given
         for _ in range(given):
             self._lock.release()
-        if dead:
-            LOGGER.warning("semaphore %s: process(es) %s died holding or taking permits; %d "
-                           "permit(s) given back", self.name, pids, given)
+        if given:
+            pids = ", ".join(str(owners.pid_of(words[index])) for index in dead)
+            LOGGER.warning("semaphore %s: %d permit(s) that process(es) %s took before they "
+                           "died were given back", self.name, given, pids)
         return given
 
     @property
