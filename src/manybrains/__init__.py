@@ -10,8 +10,9 @@ every millisecond of their start-up is paid before the first result.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from importlib import import_module as _import_module
+from typing import TYPE_CHECKING
+from typing import Any as _Any
 
 if TYPE_CHECKING:
     from ._api import advise as advise
@@ -110,14 +111,20 @@ _EXPORTS = {
 __all__ = tuple(sorted(_EXPORTS))
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'manybrains' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
+    value = getattr(_import_module(module, __name__), name)
     globals()[name] = value  # later lookups skip this function
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+    """The public names and the module's dunders; not its helpers or loaded submodules."""
+    dunders = [name for name in globals() if name.startswith("__") and name.endswith("__")]
+    return sorted([*__all__, *dunders])
+
+
+# Only needed above: mb.TYPE_CHECKING and mb.annotations are not manybrains' names.
+del annotations, TYPE_CHECKING

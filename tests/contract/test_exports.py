@@ -1,4 +1,5 @@
-"""manybrains' public names: the two lists in ``__init__.py`` agree, and every name resolves.
+"""manybrains' public names: the two lists in ``__init__.py`` agree, every name resolves,
+and ``dir(manybrains)`` shows only them.
 
 ``__init__.py`` names each export twice: under ``TYPE_CHECKING`` (what type checkers and
 editors see) and in ``_EXPORTS`` (what ``mb.X`` imports on first use). A name in one list
@@ -49,3 +50,18 @@ def test_every_export_resolves_to_what_its_module_defines(name: str):
 def test_an_unknown_name_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         mb.Nope  # noqa: B018
+
+
+def _is_dunder(name: str) -> bool:
+    return name.startswith("__") and name.endswith("__")
+
+
+def test_dir_shows_the_public_names_and_dunders_only():
+    for name in ("Pool", "SharedArray", "Dask"):  # loads submodules, which must not show
+        getattr(mb, name)
+    names = dir(mb)
+    assert [n for n in names if not _is_dunder(n)] == sorted(mb.__all__)
+    assert names == sorted(names)
+    for helper in ("Any", "TYPE_CHECKING", "annotations", "importlib"):
+        assert not hasattr(mb, helper), helper
+
