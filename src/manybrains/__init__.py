@@ -116,6 +116,10 @@ def __getattr__(name: str) -> _Any:
     if module is None:
         raise AttributeError(f"module 'manybrains' has no attribute {name!r}")
     value = getattr(_import_module(module, __name__), name)
+    if isinstance(value, type) and value.__qualname__ == name:
+        # Shown as manybrains.Pool, the name users know (not manybrains._pool.Pool), and
+        # pickled by that name: unpickling looks it up here, through this function.
+        value.__module__ = __name__
     globals()[name] = value  # later lookups skip this function
     return value
 

@@ -185,3 +185,13 @@ def as_encoding_error(error: BaseException) -> BaseException:
         combined.exc = repr(error.__cause__ or error)  # type: ignore[attr-defined]
         combined.value = str(error)  # type: ignore[attr-defined]
     return combined
+
+
+# Tracebacks show these as users import them (manybrains.WorkerCrashed, not
+# manybrains._errors.WorkerCrashed), and pickle finds them by that name, through the package's
+# lazy __getattr__. The package renames each public class on first use; exceptions are shown
+# before the user ever names them, so they are renamed here.
+for _public in (ManybrainsError, BackendNotFound, BrokenPool, WorkerCrashed, InitializerFailed,
+                SerializationError, UnpicklingFailed, PoolClosed):
+    _public.__module__ = "manybrains"
+del _public

@@ -40,6 +40,12 @@ class RemoteError(Exception):
         return (RemoteError, (self.type_name, self.message))
 
 
+# Shown in tracebacks as manybrains.RemoteTraceback (see the same renaming in _errors.py).
+for _public in (RemoteTraceback, RemoteError):
+    _public.__module__ = "manybrains"
+del _public
+
+
 def format_exception(exc: BaseException) -> str:
     """The full traceback of ``exc`` as the worker saw it."""
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
