@@ -73,7 +73,7 @@ class SerializationError(ManybrainsError, pickle.PicklingError):
     """A task, one of its arguments or its result could not be pickled or unpickled.
 
     A ``pickle.PicklingError``, so code written for the stdlib pools catches it;
-    :func:`also_as` makes one that is also an instance of the error that caused it.
+    :func:`also_instance_of` makes one that is also an instance of the error that caused it.
     """
 
 
@@ -90,12 +90,13 @@ def unpicklable_task(label: str, original: BaseException) -> BaseException:
     :class:`UnpicklingFailed` that is also an instance of what unpickling raised."""
     error = UnpicklingFailed(f"{label}: the worker could not unpickle the task: {original!r}")
     error.__cause__ = original
-    return also_like(error, original)
+    return also_instance_of_type_of(error, original)
 
 
-def also_like(error: BaseException, original: BaseException) -> BaseException:
-    """:func:`also_as` the type of ``original``, keeping a ``SystemExit``'s exit code."""
-    combined = also_as(error, type(original))
+def also_instance_of_type_of(error: BaseException, original: BaseException) -> BaseException:
+    """``error``, also an instance of ``original``'s type (:func:`also_instance_of`), keeping
+    a ``SystemExit``'s exit code."""
+    combined = also_instance_of(error, type(original))
     if isinstance(combined, SystemExit) and isinstance(original, SystemExit):
         combined.code = original.code  # else an uncaught one would exit with status 0
     return combined
@@ -109,7 +110,7 @@ class PoolClosed(ManybrainsError, RuntimeError, ValueError):
     """
 
 
-def also_as(error: BaseException, kind: type[BaseException]) -> BaseException:
+def also_instance_of(error: BaseException, kind: type[BaseException]) -> BaseException:
     """``error``, as an instance of both its own type and ``kind``, with the same message.
 
     Code written for the stdlib catches the type the stdlib raises there (the exception a
@@ -146,6 +147,7 @@ def _combined(own: type[BaseException], kind: type[BaseException]) -> type[BaseE
     return combined
 
 
+
 def describe_exit(exitcode: int | None) -> str:
     """Say how a process ended, naming the signal when one killed it ("SIGKILL")."""
     if exitcode is None:
@@ -180,7 +182,7 @@ def as_encoding_error(error: BaseException) -> BaseException:
         return error
     from multiprocessing.pool import MaybeEncodingError  # type: ignore[attr-defined]
 
-    combined = also_as(error, MaybeEncodingError)
+    combined = also_instance_of(error, MaybeEncodingError)
     if combined is not error:
         combined.exc = repr(error.__cause__ or error)  # type: ignore[attr-defined]
         combined.value = str(error)  # type: ignore[attr-defined]

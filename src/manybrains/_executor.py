@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from ._async_result import failed
 from ._chunking import ChunkSizer
-from ._errors import SerializationError, also_as
+from ._errors import SerializationError, also_instance_of
 from ._pool import Pool
 from ._serialize import PickledOnce
 from ._stream import Plan, canceller, in_its_place, stream_submitted, unbounded
@@ -76,7 +76,7 @@ class ProcessPoolExecutor(Executor):
             return self._pool.backend.submit(task)
         except SerializationError as error:  # the stdlib reports it through the future
             cause = error.__cause__
-            return failed(error if cause is None else also_as(error, type(cause)))
+            return failed(error if cause is None else also_instance_of(error, type(cause)))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting tasks; with ``wait``, return once pending tasks are done."""

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._arguments import ChunkSize, check_callable, check_iterable
 from ._async_result import AsyncResult, failed, gather
 from ._chunking import chunks, known_length
-from ._errors import PoolClosed, SerializationError, also_as
+from ._errors import PoolClosed, SerializationError, also_instance_of
 from .options import Processes
 
 if TYPE_CHECKING:
@@ -374,7 +374,7 @@ def as_its_cause(error: SerializationError) -> BaseException:
     """A pickling failure raised at submit, also as the type its ``__reduce__`` raised, as
     the stdlib pools report it (``except RuntimeError`` still catches it)."""
     cause = error.__cause__
-    return error if cause is None else also_as(error, type(cause))
+    return error if cause is None else also_instance_of(error, type(cause))
 
 
 def _call_arguments(args: Iterable[Any], kwds: Mapping[str, Any] | None

@@ -104,7 +104,7 @@ def decode(kind: int, body: bytes | memoryview, label: str, chunk: bool = False,
 
 def _error(kind: int, payload: Any, label: str) -> BaseException:
     # Imported here: workers load this module, and never need the caller's error types.
-    from .._errors import SerializationError, also_like, unpicklable_task
+    from .._errors import SerializationError, also_instance_of_type_of, unpicklable_task
 
     if kind == ERROR:
         return attach(*payload)
@@ -113,4 +113,6 @@ def _error(kind: int, payload: Any, label: str) -> BaseException:
     message, tb, *original = payload
     unpicklable = SerializationError(f"{label}: {message}")
     unpicklable.__cause__ = RemoteTraceback(tb)
-    return also_like(unpicklable, original[0]) if original and original[0] else unpicklable
+    if original and original[0]:
+        return also_instance_of_type_of(unpicklable, original[0])
+    return unpicklable
