@@ -45,6 +45,13 @@ def handle_of(future: Future[Any], kind: type[H]) -> H | None:
     return handle if isinstance(handle, kind) else None
 
 
+
+def still_cancellable(future: Future[Any]) -> bool:
+    """Whether a backend's ``cancel`` may still act on ``future``: not finished with a result
+    or an exception. One its caller cancelled already counts (cancelling it again is True)."""
+    return not future.done() or future.cancelled()
+
+
 def set_result(future: Future[Any], value: Any) -> None:
     """Resolve ``future`` unless the caller cancelled it meanwhile."""
     with contextlib.suppress(InvalidStateError):  # cancelled by its owner meanwhile

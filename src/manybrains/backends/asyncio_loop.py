@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._errors import InitializerFailed, check_open
-from .._future import TaskFuture, handle_of, set_exception, set_result
+from .._future import TaskFuture, handle_of, set_exception, set_result, still_cancellable
 from .._task import DEFAULT_CONCURRENCY, AsyncCall, Task, run_chunk_async, run_task, unpickled
 from ._base import Backend, Counters, PoolOptions, Statistics, WorkerStats, thread_prefix
 
@@ -69,7 +69,7 @@ class AsyncioBackend(Backend):
         return future
 
     def cancel(self, future: Future[Any]) -> bool:
-        if handle_of(future, _Job) is None or (future.done() and not future.cancelled()):
+        if handle_of(future, _Job) is None or not still_cancellable(future):
             return False
         future.cancel()  # _on_done cancels the coroutine in the loop
         return True

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._errors import InitializerFailed, check_open
-from .._future import TaskFuture, handle_of, set_exception, set_result
+from .._future import TaskFuture, handle_of, set_exception, set_result, still_cancellable
 from .._task import Task, run_task
 from ._base import Backend, Counters, PoolOptions, Statistics, WorkerStats, thread_prefix
 
@@ -67,7 +67,7 @@ class ThreadBackend(Backend):
 
     def cancel(self, future: Future[Any]) -> bool:
         job = handle_of(future, _Job)
-        if job is None or (future.done() and not future.cancelled()):
+        if job is None or not still_cancellable(future):
             return False
         future.cancel()
         with self._lock:

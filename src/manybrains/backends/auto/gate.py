@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
-from ..._future import TaskFuture, set_exception, set_result
+from ..._future import TaskFuture, set_exception, set_result, still_cancellable
 from ..._task import ChunkOutcome, Task
 from .._base import Backend
 from .limit import ConcurrencyLimit, overload_error, safe_to_run_again
@@ -198,7 +198,7 @@ def cancel_call(future: TaskFuture[Call], engine: Backend | None) -> bool:
     """Cancel a gate's call: skipped when its turn comes, or stopped on ``engine`` (its
     threads) if it runs there already; False if it had finished."""
     call = future.handle
-    if call is None or (future.done() and not future.cancelled()):
+    if call is None or not still_cancellable(future):
         return False
     future.cancel()
     if call.inner is not None and engine is not None:
