@@ -1,8 +1,10 @@
 """The interface every backend implements: five methods, and two optional ones with defaults.
 
-``map``, ``imap``, chunking, retries and timeouts are written once, in :mod:`manybrains._pool`,
-over :meth:`Backend.submit`. A backend only runs :class:`~manybrains._task.Task` objects and
-reports on them: its counters live in one :class:`Counters`, which makes the frozen
+``map`` and ``imap`` are written once, over :meth:`Backend.submit`: the stream in
+:mod:`manybrains._stream`, chunk sizes in :mod:`manybrains._chunking`. :mod:`manybrains._pool`
+checks each task's timeout and retries and hands them to ``submit``; each backend enforces
+them its own way. A backend only runs :class:`~manybrains._task.Task` objects and reports on
+them: its counters live in one :class:`Counters`, which makes the frozen
 :class:`Statistics` that ``Pool.statistics()`` returns. The future ``submit`` returns is a
 :class:`~manybrains._future.TaskFuture` whose ``handle`` is the backend's own record of the
 task (``cancel`` reads it back). Each backend module has the same sections and ends with

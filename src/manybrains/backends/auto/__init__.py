@@ -2,7 +2,7 @@
 
 The default of ``manybrains.map``/``imap``/``submit``. It owns the other backends (started on
 first use) and routes every task by its function, following
-:func:`manybrains.advisor.classify`::
+:func:`.policy.classify` (the rule :func:`manybrains.advise` applies too)::
 
     submit(task)
       coroutine function ---------------------------------------------> asyncio
