@@ -9,11 +9,13 @@ import re
 import signal
 import threading
 import time
+from typing import Any
 
 import pytest
 from tasks import fail_on, sleep_then, square
 
 import manybrains as mb
+import manybrains.progress as progress_module
 from manybrains.progress import ProgressSnapshot
 
 
@@ -46,23 +48,47 @@ def test_a_chunk_of_n_items_advances_n(pool):
     assert [s.done for s in recorder.snapshots] == [25, 50, 75, 100, 100]
 
 
-def test_bar_shows_the_work_and_closes(pool):
+@pytest.fixture
+def bars(monkeypatch) -> list[Any]:
+    """Every bar the maps of a test make, each counting its ``close()`` calls.
+
+    The list holds each bar, so tqdm's ``__del__`` (which closes a bar when it is collected)
+    cannot close it in the map's place: only a ``close()`` call counts.
+    """
+    made: list[Any] = []
+
+    class CountingBar(progress_module._bar_class()):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.closes = 0
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+        def close(self) -> None:
+            self.closes += 1
+            super().close()
+
+    monkeypatch.setattr(progress_module, "_BAR_CLASS", CountingBar)
+    return made
+
+
+def test_bar_shows_the_work_and_closes(pool, bars):
     out = io.StringIO()
     pool.map(square, range(1000), progress={"file": out, "desc": "squaring"})
     text = out.getvalue()
     assert "squaring" in text
     assert "1000/1000" in text
     assert "100%" in text
+    assert [bar.closes >= 1 for bar in bars] == [True]
 
 
-def test_bar_counts_failures_and_closes_when_the_map_raises(pool):
+def test_bar_counts_failures_and_closes_when_the_map_raises(pool, bars):
     out = io.StringIO()
     with pytest.raises(ValueError, match="bad input 3"):
         pool.map(fail_on, range(10), chunksize=1, progress={"file": out})
     assert "failed=1" in out.getvalue()
-    from manybrains.progress import _bar_class
-
-    assert not _bar_class()._instances  # closed, not left on screen half-drawn
+    # closed by the map, not left on screen half-drawn
+    assert [bar.closes >= 1 for bar in bars] == [True]
+    assert not progress_module._bar_class()._instances
 
 
 def test_a_timed_out_task_counts_as_failed(pool):
