@@ -12,6 +12,7 @@ import os
 import queue
 import random
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -170,6 +171,10 @@ def test_a_recycled_pid_is_not_the_dead_holder():
     assert owners.alive(me) and owners.pid_of(me) == os.getpid()
     assert not owners.alive(me + (1 << 22))  # the same pid, started at another time
     assert not owners.alive(0)
+    # A process whose start time could not be read is recorded by its pid alone.
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    assert owners.alive(os.getpid()) and not owners.alive(ended.pid)
 
 
 @pytest.mark.parametrize("method", METHODS)

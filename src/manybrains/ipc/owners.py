@@ -64,7 +64,9 @@ def pid_of(identity: int) -> int:
 
 def alive(identity: int) -> bool:
     """Whether the process recorded as ``identity`` still runs (a reused pid does not count)."""
-    return identity != 0 and identity_of(pid_of(identity)) == identity
+    if identity >> _PID_BITS == 0:  # recorded without a start time (see Current.refresh)
+        return identity != 0 and identity_of(identity) != 0
+    return identity_of(pid_of(identity)) == identity
 
 
 class Current:
@@ -77,7 +79,9 @@ class Current:
 
     @classmethod
     def refresh(cls) -> None:
-        cls.identity = identity_of(os.getpid())
+        # Without a readable start time (no /proc, say) the pid alone stands for this
+        # process: never 0, which would read as "nobody holds it".
+        cls.identity = identity_of(os.getpid()) or os.getpid()
 
 
 Current.refresh()
