@@ -54,7 +54,7 @@ import dask
 import distributed
 
 from ..._errors import BrokenPool, InitializerFailed, WorkerCrashed, check_open
-from ..._future import TaskFuture, set_exception, set_result
+from ..._future import TaskFuture, set_exception, set_result, still_cancellable
 from ..._serialize import dumps_checked
 from ..._task import Task, function_name, unwrap
 from .. import _wire
@@ -276,7 +276,7 @@ class DaskBackend(Backend):
                 self._client.loop.add_callback(self._release, record)
 
     def cancel(self, future: Future[Any]) -> bool:
-        if future.done() and not future.cancelled():
+        if not still_cancellable(future):
             return False
         future.cancel()  # never RUNNING here, so this always succeeds
         return True

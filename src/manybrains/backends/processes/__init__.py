@@ -16,6 +16,7 @@ import itertools
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from ..._future import still_cancellable
 from ..._inheritance import Kept
 from ..._mainspace import sending_to
 from ..._serialize import dumps_checked
@@ -101,7 +102,7 @@ class ProcessBackend(Backend):
 
     def cancel(self, future: Future[Any]) -> bool:
         record = _record(future)
-        if record is None or (future.done() and not future.cancelled()):
+        if record is None or not still_cancellable(future):
             return False
         future.cancel()
         self._supervisor.cancel(record, kill=True)
