@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, ClassVar
 
-from . import _inheritance, _mainspace
+from . import _mainspace, _mp_primitives
 from .ipc.autoshare import SharingPickler, no_sharing
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -51,11 +51,11 @@ class Pickler(SharingPickler):
                               ForkingPickler._extra_reducers)  # type: ignore[attr-defined]
 
     def reducer_override(self, obj: Any) -> Any:
-        reduction = _inheritance.reduce_kept(obj)
+        reduction = _mp_primitives.reduce_kept(obj)
         if reduction is NotImplemented:
             reduction = _mainspace.reduce(obj)
         if reduction is NotImplemented and isinstance(obj, _semlock_type()):
-            reduction = _inheritance.reduce_semlock(obj)
+            reduction = _mp_primitives.reduce_semlock(obj)
         if reduction is NotImplemented:
             return super().reducer_override(obj)
         return reduction
@@ -119,7 +119,7 @@ def _explain(exc: BaseException, parts: Iterable[tuple[str, object]]) -> str:
 
 def _advice(exc: BaseException) -> str:
     said = f"{type(exc).__name__}: {exc}."
-    if isinstance(exc, _inheritance.NotInherited):  # its message says what to do
+    if isinstance(exc, _mp_primitives.NotInherited):  # its message says what to do
         return said
     if "through inheritance" in str(exc):  # a multiprocessing primitive as a task argument
         return (f"{said} A multiprocessing lock, queue or value reaches pool workers in two "

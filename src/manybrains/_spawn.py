@@ -20,7 +20,7 @@ from multiprocessing.context import BaseContext
 from typing import Any, Generic, TypeVar
 
 from ._errors import SerializationError, WorkerCrashed, describe_exit
-from ._inheritance import Kept
+from ._mp_primitives import Kept
 from ._remote import attach, format_exception, portable
 from ._serialize import dumps, dumps_checked, loads
 from ._task import function_name

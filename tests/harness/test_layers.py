@@ -21,7 +21,7 @@ SOURCE = Path(manybrains.__file__).resolve().parent
 # (layer, module-name prefixes), lowest first. A prefix matches the module and its children.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations", ("_errors", "_remote", "_cpus", "_arguments", "_future", "_chunking",
-                     "_timings", "_mainspace", "_inheritance", "ipc.segment")),
+                     "_timings", "_mainspace", "_mp_primitives", "ipc.segment")),
     ("ipc and pickling", ("ipc", "_serialize", "_task")),
     ("contract", ("backends._base", "backends._wire", "backends.__init__", "options",
                   "progress")),

@@ -17,8 +17,8 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from ..._future import still_cancellable
-from ..._inheritance import Kept
 from ..._mainspace import sending_to
+from ..._mp_primitives import Kept
 from ..._serialize import dumps_checked
 from ..._task import Task, function_name, unwrap
 from ...ipc.arena import Arena, release_shared_memory

@@ -159,7 +159,7 @@ def _only_inherited(launch: Launch, keep: object, parts: Parts | None) -> str | 
         if part_failure is not None:
             name, failure = f"{part_name} ({type(part).__qualname__})", part_failure
             break
-    from ..._inheritance import NotInherited
+    from ..._mp_primitives import NotInherited
 
     if isinstance(failure, NotInherited):
         return (f"{name} holds a multiprocessing lock of the 'fork' context, which only a "
@@ -206,12 +206,12 @@ def hold_template(start_method: str | BaseContext | None) -> Template | None:
 def starting(launch: Launch) -> Iterator[None]:
     """Within the block, objects are pickled for a process ``launch`` is starting, and a
     ``spawn`` or ``forkserver`` process started is not told to re-run the main script."""
-    from ... import _inheritance, _mainspace
+    from ... import _mainspace, _mp_primitives
 
     _starting.active = True
     try:
         with _mainspace.sending_to(launch.inherited_globals), \
-                _inheritance.starting(launch.inherited_memory, launch.kept, launch.method):
+                _mp_primitives.starting(launch.inherited_memory, launch.kept, launch.method):
             yield
     finally:
         _starting.active = False

@@ -26,7 +26,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from ..._errors import BrokenPool, InitializerFailed, UnpicklingFailed, describe_exit
-from ..._inheritance import Kept
+from ..._mp_primitives import Kept
 from ..._serialize import dumps_checked
 from .. import _wire
 from . import output, protocol, worker

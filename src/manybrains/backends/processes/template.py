@@ -46,7 +46,7 @@ from multiprocessing.context import set_spawning_popen
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
-from ... import _inheritance, _mainspace
+from ... import _mainspace, _mp_primitives
 
 _PID = struct.Struct("q")
 _STATUS = struct.Struct("i")
@@ -100,7 +100,7 @@ class Template:
         self.closed = False
         self.kept = keep  # in the template's memory too: its workers inherit it as it is
         self.snapshot = _mainspace.snapshot()
-        self.semaphores = _inheritance.semaphore_memory()  # locks its workers can inherit
+        self.semaphores = _mp_primitives.semaphore_memory()  # locks its workers can inherit
         self._lock = threading.Lock()  # one request at a time on the socket
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         parent_pid = os.getpid()
@@ -228,7 +228,7 @@ class TemplateProcess:
         set_spawning_popen(passing)  # type: ignore[arg-type]  # multiprocessing objects may travel (see _FdPassing)
         try:
             with _mainspace.sending_to(self._template.snapshot), \
-                    _inheritance.starting(self._template.semaphores, self._template.kept):
+                    _mp_primitives.starting(self._template.semaphores, self._template.kept):
                 payload = ForkingPickler.dumps((self._target, self._args, self._who()))
             self.pid = self._template.start(bytes(payload), passing.fds)
         except BaseException:
@@ -346,7 +346,7 @@ def _run_template(sock: socket.socket, parent_pid: int, snapshot: dict[str, str]
     try:
         _detach(parent_pid)
         _mainspace.inherit(snapshot)
-        _inheritance.inherit(kept)
+        _mp_primitives.inherit(kept)
         _Server(sock).serve()
     except BaseException:  # noqa: BLE001 - the template has nobody to raise to
         code = 1
