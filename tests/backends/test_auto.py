@@ -334,9 +334,16 @@ def squeeze(_: int) -> int:
 
 
 @needs_2_cpus
-def test_native_code_that_releases_the_gil_computes_on_threads(pool):
-    assert len(set(pool.map(squeeze, range(8)))) == 1
-    made = choice(pool, "squeeze")
+def test_native_code_that_releases_the_gil_computes_on_threads(make_pool):
+    # A measurement: CPU that another thread of this (test) process happens to burn during
+    # the first calls reads as native helper threads. Three fresh pools: one noisy reading
+    # may mislead one, not all three, while a policy that gets it wrong misleads every one.
+    for _ in range(3):
+        pool = make_pool()
+        assert len(set(pool.map(squeeze, range(8)))) == 1
+        made = choice(pool, "squeeze")
+        if made["backend"] == "threads":
+            break
     assert made["backend"] == "threads", made
     assert "releases the GIL" in made["why"]
     assert made["releases_gil"]

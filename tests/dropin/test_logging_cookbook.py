@@ -93,8 +93,9 @@ THREAD_AND_LOCK = """
         LOCK = lock
 
 
-    def try_lock(_):
-        if LOCK.acquire(block=False):
+    def try_lock(wait):
+        # Free, it may still be held a moment by the other worker trying it: wait a little.
+        if LOCK.acquire(True, wait) if wait else LOCK.acquire(False):
             LOCK.release()
             return True
         return False
@@ -108,8 +109,8 @@ THREAD_AND_LOCK = """
         try:
             with Pool(2, init, (lock,)) as pool:
                 with lock:  # held here: no worker can take the same lock
-                    held = pool.map(try_lock, range(4))
-                free = pool.map(try_lock, range(4))
+                    held = pool.map(try_lock, [0] * 4)
+                free = pool.map(try_lock, [5] * 4)
                 stats = pool.statistics()
         finally:
             stop.set()
