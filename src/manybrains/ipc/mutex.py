@@ -49,6 +49,7 @@ SLICE = 0.1  # seconds a waiter sleeps between looks at the owner
 UNOWNED_GRACE = 1.0  # seconds taken yet unrecorded at every look before a repair
 OWNER, RECOVERIES = 0, 1
 WORDS = 2
+SEM_VALUE_MAX = 2**31 - 1  # Linux's: the highest count a counting semaphore may reach
 _RECURSIVE_MUTEX, _SEMAPHORE = 0, 1
 
 

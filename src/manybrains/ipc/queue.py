@@ -33,7 +33,6 @@ and then get :class:`QueueClosed` (iteration simply ends).
 
 from __future__ import annotations
 
-import _multiprocessing  # type: ignore[import-not-found]
 import contextlib
 import functools
 import os
@@ -48,7 +47,15 @@ from typing import Any
 import cloudpickle
 
 from .._errors import ManybrainsError
-from .mutex import LOGGER, SLICE, WORDS, Mutex, unlink_semaphore
+from .mutex import (
+    LOGGER,
+    SEM_VALUE_MAX,
+    SLICE,
+    WORDS,
+    Mutex,
+    open_semaphore,
+    unlink_semaphore,
+)
 from .owners import Current
 from .segment import PREFIX, Segment, attach, new_name, unlink
 
@@ -64,8 +71,7 @@ _LEN = struct.Struct("<I")
 _SPILLED = 1 << 31
 _WAKE_CHECK = 0.05  # a producer waiting for room re-checks this often (see _wait_for_room)
 _LOST = object()  # a spilled item whose segment a killed reader had already removed
-_TAGS = ("p", "g", "i", "w")
-_MAX_COUNT = 2**31 - 1  # the put lock, the get lock, items, space: semaphore names
+_TAGS = ("p", "g", "i", "w")  # the put lock, the get lock, items, space: semaphore names
 
 
 class QueueClosed(ManybrainsError, ValueError):
@@ -106,10 +112,7 @@ class Queue:
         self._ring = segment.buf[_HEADER:]
 
         def counting(tag: str) -> Any:
-            full = "/" + name + tag
-            if create:
-                return _multiprocessing.SemLock(1, 0, _MAX_COUNT, full, False)
-            return _multiprocessing.SemLock._rebuild(0, 1, _MAX_COUNT, full)
+            return open_semaphore(name + tag, create=create, value=0, maximum=SEM_VALUE_MAX)
 
         def mutex(side: str, at: int, publish: tuple[int, int, int, int]) -> Mutex:
             return Mutex(name + side[0], index[at:at + WORDS], name,
@@ -122,9 +125,7 @@ class Queue:
         self._spill_above = self.capacity // 4 - _LEN.size
         # Bound methods, looked up once: these run for every item.
         self._items_acquire, self._items_release = self._items.acquire, self._items.release
-        self._get_lock_acquire = self._get_lock.acquire
         self._get_lock_release = self._get_lock.release
-        self._put_lock_acquire = self._put_lock.acquire
         self._put_lock_release = self._put_lock.release
         self._put_try = self._put_lock.try_semaphore
         self._put_post = self._put_lock.release_semaphore
@@ -137,7 +138,9 @@ class Queue:
     # ---- the two locks -----------------------------------------------------------------
 
     def _lock(self, mutex: Mutex, deadline: float | None, error: type[Exception]) -> None:
-        """Take a side's lock, the slow path (:meth:`Mutex.wait`)."""
+        """Take a side's lock by ``deadline``, else raise ``error``."""
+        if mutex.acquire(False):
+            return
         if deadline == 0.0:  # held for microseconds unless the queue is full: wait a moment
             deadline = time.monotonic() + _WAKE_CHECK
         if not mutex.wait(deadline):
@@ -194,8 +197,7 @@ class Queue:
 
     def _put_records(self, records: list[bytes], block: bool, timeout: float | None) -> None:
         deadline = _deadline(block, timeout)
-        if not self._put_lock_acquire(False):
-            self._lock(self._put_lock, deadline, Full)
+        self._lock(self._put_lock, deadline, Full)
         try:
             self._write_batches(records, deadline)
         finally:
@@ -331,8 +333,7 @@ class Queue:
         """Read up to ``most`` items; the caller holds ``tokens`` wake-ups."""
         items: list[Any] = []
         index = self._index
-        if not self._get_lock_acquire(False):
-            self._lock(self._get_lock, None, Empty)
+        self._lock(self._get_lock, None, Empty)
         try:
             while len(items) < most:
                 head = index[_HEAD]
@@ -401,8 +402,7 @@ class Queue:
 
     def close(self) -> None:
         """Close the queue for every process; queued items can still be read. Idempotent."""
-        if not self._put_lock_acquire(False):
-            self._lock(self._put_lock, None, Full)
+        self._lock(self._put_lock, None, Full)
         try:
             if self._index[_CLOSED]:
                 return

@@ -42,14 +42,22 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from . import owners
-from .mutex import LOGGER, OWNER, SLICE, WORDS, Mutex, open_semaphore, unlink_semaphore
+from .mutex import (
+    LOGGER,
+    OWNER,
+    SEM_VALUE_MAX,
+    SLICE,
+    WORDS,
+    Mutex,
+    open_semaphore,
+    unlink_semaphore,
+)
 from .owners import Current
 from .segment import Segment, attach, new_name, unlink
 
 _SLOTS = 256
 _RECOVERIES, _INITIAL, _SLOTS_AT = 0, 1, 2  # words of a semaphore's segment
 _HELD, _TAKING = 1, 2  # words of a slot, after its identity
-_MAX = 2**31 - 1  # SEM_VALUE_MAX on Linux
 
 S = TypeVar("S", bound="_Named")
 
@@ -161,8 +169,9 @@ class Semaphore(_Named):
     _size = 8 * (_SLOTS_AT + 3 * _SLOTS)
 
     def __init__(self, value: int = 1, *, name: str | None = None) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX:
-            raise ValueError(f"value must be an int from 0 to {_MAX}, got {value!r}")
+        if (isinstance(value, bool) or not isinstance(value, int)
+                or not 0 <= value <= SEM_VALUE_MAX):
+            raise ValueError(f"value must be an int from 0 to {SEM_VALUE_MAX}, got {value!r}")
         self._initial = value
         super().__init__(name)
 
@@ -170,7 +179,7 @@ class Semaphore(_Named):
 
     def _open(self, *, create: bool) -> None:
         self._lock = open_semaphore(self.name, create=create, value=self._initial,
-                                    maximum=_MAX)
+                                    maximum=SEM_VALUE_MAX)
         self._words = self._segment.buf.cast("Q")
         if create:
             self._words[_INITIAL] = self._initial
