@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from .options import Dask as Dask
     from .options import Inline as Inline
     from .options import Processes as Processes
+    from .options import Ray as Ray
     from .options import Threads as Threads
     from .progress import ProgressSnapshot as ProgressSnapshot
 
@@ -105,6 +106,7 @@ _EXPORTS = {
     "Dask": ".options",
     "Inline": ".options",
     "Processes": ".options",
+    "Ray": ".options",
     "Threads": ".options",
 }
 

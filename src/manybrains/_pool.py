@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import Future
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 
 from ._arguments import (
     ChunkSize,
@@ -29,7 +29,6 @@ from ._arguments import (
 )
 from ._async_pool import AsyncFn, AsyncPoolAPI
 from ._chunking import ChunkSizer, known_length, window
-from ._cpus import usable_cpus
 from ._errors import PoolClosed, SerializationError, as_encoding_error
 from ._multiprocessing_api import (
     LeftAtExit,
@@ -42,26 +41,19 @@ from ._multiprocessing_api import (
 )
 from ._serialize import PickledOnce
 from ._stream import Plan, ResultIterator, canceller, collect, stream_chunks
-from ._task import DEFAULT_CONCURRENCY, AsyncCall, ChunkOutcome, Task, is_coroutine_function
+from ._task import AsyncCall, ChunkOutcome, Task, is_coroutine_function
 from .backends import get_backend, options_for
 from .backends._base import Backend, PoolOptions, Statistics
-from .options import BackendOptions, Dask, reject_moved, with_start_method
+from .options import BackendOptions, reject_moved, with_start_method
 from .progress import ProgressOption, tracker
 
 if TYPE_CHECKING:
     from multiprocessing.context import BaseContext
 
-    import distributed
-
-    from .backends.dask import DaskBackend
     from .insights import Insights
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-# "auto" sends waiting work to threads or a loop with up to 256 calls in flight (its limit).
-_DEFAULT_CONCURRENCY = {"auto": 256}
-
 
 class Pool(AsyncPoolAPI, MultiprocessingPoolAPI):
     """A pool of workers: processes by default, or threads, an event loop, the caller.
@@ -115,19 +107,17 @@ class Pool(AsyncPoolAPI, MultiprocessingPoolAPI):
             options_for(backend), one_of("start_method", start_method, "context", context))
         backend_class = get_backend(own.name)
         self._workers = (positive_int("workers", workers) if workers is not None
-                         else _default_workers(own.name))
+                         else backend_class.default_workers())
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be callable, got {type(initializer).__name__}")
         self._timeout = check_timeout(timeout)
         self._retries = check_retries(retries)
         self._max_tasks = optional_positive("max_tasks_per_worker", max_tasks_per_worker)
         self._concurrency = (positive_int("concurrency", concurrency) if concurrency is not None
-                             else _DEFAULT_CONCURRENCY.get(own.name, DEFAULT_CONCURRENCY))
-        self._backend: Backend = backend_class()
-        self._backend.start(PoolOptions(own, self._workers, initializer=initializer,
-                                        initargs=tuple(initargs),
-                                        max_tasks_per_worker=self._max_tasks,
-                                        concurrency=self._concurrency))
+                             else backend_class.default_concurrency)
+        self._backend: Backend = backend_class(PoolOptions(
+            own, self._workers, initializer=initializer, initargs=tuple(initargs),
+            max_tasks_per_worker=self._max_tasks, concurrency=self._concurrency))
         self._shutdown_lock = threading.Lock()
         self._is_shut_down = False
         self._stdlib_state = "RUN"  # multiprocessing's name: RUN, CLOSE, TERMINATE
@@ -153,12 +143,12 @@ class Pool(AsyncPoolAPI, MultiprocessingPoolAPI):
         return self._own
 
     @property
-    def client(self) -> distributed.Client | None:
-        """A ``"dask"`` pool's ``distributed.Client``, for anything Dask-specific (its
-        ``dashboard_link``, ``scheduler_info()``, ...); None on the other backends."""
-        if not isinstance(self._own, Dask):
-            return None
-        return cast("DaskBackend", self._backend).client
+    def client(self) -> Any:
+        """The handle of the cluster the tasks run on, for what only that cluster does: a
+        ``"dask"`` pool's ``distributed.Client`` (its ``dashboard_link``,
+        ``scheduler_info()``, ...), a ``"ray"`` pool's ``ray`` context (its
+        ``address_info``, ``dashboard_url``); None where tasks run on this machine."""
+        return self._backend.client
 
     @property
     def closed(self) -> bool:
@@ -447,9 +437,3 @@ def _in_place_for_imap(chunk: Sequence[Any], error: Exception) -> ChunkOutcome:
     """A chunk that failed as a whole raises where its first result would have come, and
     the iteration goes on (as ``multiprocessing``'s ``imap`` after an error)."""
     return ChunkOutcome([], as_encoding_error(error))
-
-
-def _default_workers(backend: str) -> int:
-    if backend == "threads":
-        return min(32, usable_cpus() + 4)  # threads mostly wait: concurrent.futures' default
-    return usable_cpus()

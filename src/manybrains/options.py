@@ -21,7 +21,7 @@ from ._arguments import optional_positive
 if TYPE_CHECKING:
     from multiprocessing.context import BaseContext
 
-__all__ = ["Asyncio", "Auto", "BackendOptions", "Dask", "Inline", "Processes", "Threads"]
+__all__ = ["Asyncio", "Auto", "BackendOptions", "Dask", "Inline", "Processes", "Ray", "Threads"]
 
 
 @dataclass(frozen=True)
@@ -130,8 +130,32 @@ class Dask(BackendOptions):
                              "given by address or client serves its own (client.dashboard_link)")
 
 
+@dataclass(frozen=True, kw_only=True)
+class Ray(BackendOptions):
+    """A Ray cluster: a local instance started for the pool, or one already running.
+
+    Args:
+        address: a cluster's address (``"127.0.0.1:6379"``, ``"ray://host:10001"``): run on
+            that cluster, which is left running.
+
+    Ray allows one connection per process: where ``ray.init()`` was already called, the pool
+    runs through that connection and leaves it open. With neither, the pool starts a local
+    instance of ``workers`` CPUs (on 127.0.0.1, no dashboard) and stops it with the pool. A
+    bare ``ray.init()``, which joins whatever cluster the environment names, is never called.
+    """
+
+    name: ClassVar[str] = "ray"
+    address: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.address is not None and (not isinstance(self.address, str)
+                                         or not self.address.strip()):
+            raise TypeError(f"address must be a Ray cluster's address like '127.0.0.1:6379', "
+                            f"got {self.address!r}")
+
+
 BY_NAME: dict[str, type[BackendOptions]] = {
-    options.name: options for options in (Processes, Threads, Asyncio, Inline, Auto, Dask)}
+    options.name: options for options in (Processes, Threads, Asyncio, Inline, Auto, Dask, Ray)}
 
 
 def with_start_method(options: BackendOptions, method: str | BaseContext | None

@@ -88,8 +88,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _backend(address: str | None = None, *, client: object = None, workers: int = 2):
-    backend = get_backend("dask")()
-    backend.start(PoolOptions(Dask(address=address, client=client), workers))
+    backend = get_backend("dask")(PoolOptions(Dask(address=address, client=client), workers))
     return backend
 
 

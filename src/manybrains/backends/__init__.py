@@ -26,6 +26,7 @@ _REGISTRY: dict[str, tuple[str, str | None]] = {
     "inline": ("manybrains.backends.inline", None),
     "auto": ("manybrains.backends.auto", None),
     "dask": ("manybrains.backends.dask", "dask"),
+    "ray": ("manybrains.backends.ray", "ray"),
 }
 
 

@@ -16,9 +16,12 @@ from __future__ import annotations
 import abc
 import itertools
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from .._cpus import usable_cpus
+from .._task import DEFAULT_CONCURRENCY
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
 
 OwnT = TypeVar("OwnT", bound="BackendOptions", covariant=True)
 OtherT = TypeVar("OtherT", bound="BackendOptions")
+StatsT = TypeVar("StatsT", bound="Statistics")
 
 
 @dataclass(frozen=True)
@@ -67,8 +71,10 @@ class WorkerStats:
 class Statistics:
     """A snapshot of a pool's counters, from :meth:`Pool.statistics`.
 
-    The counters and ``workers`` mean the same on every backend; the fields after them
-    belong to one backend each and are ``None`` (or empty) on the others.
+    The counters and ``workers`` mean the same on every backend. What only one backend
+    reports is a field of that backend's subclass (``start_method`` on the processes
+    backend's, ``scheduler`` on Dask's, ``choices`` on auto's); asking another backend's
+    snapshot for it raises an AttributeError that says which backend has it.
     """
 
     backend: str
@@ -82,15 +88,16 @@ class Statistics:
     in_flight: int = 0
     queued: int = 0
     workers: tuple[WorkerStats, ...] = ()
-    start_method: str | None = None  # processes: how workers start, and why that way
-    start_method_why: str | None = None
-    concurrency: int | None = None  # asyncio: coroutines awaited at once
-    scheduler: str | None = None  # dask: the scheduler's address
-    scattered: int | None = None  # dask: arrays sent to the workers once and shared
-    # auto: per function, where it runs and why (plain data: "function", "backend", "why",
-    # the measurements behind it, "history", and "concurrency" for waiting calls)
-    choices: tuple[Mapping[str, Any], ...] = ()
-    engines: Mapping[str, Statistics] = field(default_factory=dict)  # auto: per engine
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for a field this snapshot lacks: typed code may still read another
+        # backend's field after checking ``stats.backend``.
+        backend = self.__dict__.get("backend")
+        if backend is None or name.startswith("__"):  # copy and pickle probe dunders
+            raise AttributeError(name)
+        raise AttributeError(f"{type(self).__name__} of the {backend!r} backend has no "
+                             f"{name!r}; the fields every backend reports are "
+                             f"{', '.join(f.name for f in fields(Statistics))}")
 
 
 COUNTER_NAMES = ("submitted", "done", "failed", "retried", "crashed", "timed_out",
@@ -112,11 +119,13 @@ class Counters:
     def __getitem__(self, name: str) -> int:
         return self._counts[name]
 
-    def statistics(self, backend: str, **fields: Any) -> Statistics:
-        """The counters now, with the backend's other ``fields`` (workers, in_flight, ...)."""
+    def statistics(self, backend: str, kind: type[StatsT] = Statistics,  # type: ignore[assignment]
+                   **more: Any) -> StatsT:
+        """The counters now as a ``kind`` snapshot, with the backend's ``more`` fields
+        (workers, in_flight, and those of its own :class:`Statistics` subclass)."""
         with self._lock:
             counts: dict[str, Any] = dict(self._counts)
-        return Statistics(backend, **counts, **fields)
+        return kind(backend, **counts, **more)
 
 
 _pool_numbers = itertools.count(1)
@@ -129,9 +138,16 @@ def thread_prefix(kind: str) -> str:
 
 
 class Backend(abc.ABC):
-    """Runs tasks somewhere: worker processes, threads, an event loop, the caller."""
+    """Runs tasks somewhere: worker processes, threads, an event loop, the caller, a cluster.
+
+    A backend is made ready to run tasks by its constructor, from :class:`PoolOptions`; what
+    only it knows (its default size, its cluster handle, its own statistics) it says itself,
+    so :class:`~manybrains.Pool` never asks which backend it holds.
+    """
 
     name: ClassVar[str]
+    #: Coroutines (``async def`` tasks) awaited at once when the pool is not told.
+    default_concurrency: ClassVar[int] = DEFAULT_CONCURRENCY
     #: Tasks cross a process boundary, so the pool pickles each function once per map.
     pickles_tasks: ClassVar[bool] = False
     #: How many tasks it runs at once (None: one per worker); the pool keeps about twice as
@@ -139,8 +155,19 @@ class Backend(abc.ABC):
     capacity: int | None = None
 
     @abc.abstractmethod
-    def start(self, options: PoolOptions[Any]) -> None:
+    def __init__(self, options: PoolOptions[Any]) -> None:
         """Get ready to run tasks (start workers, a loop, a cluster connection)."""
+
+    @classmethod
+    def default_workers(cls) -> int:
+        """How many workers a pool has when not told: the CPUs this process may use."""
+        return usable_cpus()
+
+    @property
+    def client(self) -> Any:
+        """The handle of the cluster the tasks run on, for what only it can do (None here:
+        tasks run on this machine). ``Pool.client`` returns it."""
+        return None
 
     @abc.abstractmethod
     def submit(self, task: Task, *, timeout: float | None = None, retries: int = 0

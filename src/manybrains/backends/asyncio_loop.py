@@ -35,12 +35,19 @@ if TYPE_CHECKING:
 # ---- the backend ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class AsyncioStatistics(Statistics):
+    """An ``"asyncio"`` pool's snapshot."""
+
+    concurrency: int = DEFAULT_CONCURRENCY  # coroutines awaited at once
+
+
 class AsyncioBackend(Backend):
     """Coroutines on one event loop (its own thread); blocking calls beside it."""
 
     name = "asyncio"
 
-    def start(self, options: PoolOptions[Asyncio]) -> None:
+    def __init__(self, options: PoolOptions[Asyncio]) -> None:
         self._options = options
         self._concurrency = options.concurrency or DEFAULT_CONCURRENCY
         self._lock = threading.Lock()
@@ -84,13 +91,13 @@ class AsyncioBackend(Backend):
         if wait and threading.current_thread() is not self._thread:
             self._thread.join()
 
-    def statistics(self) -> Statistics:
+    def statistics(self) -> AsyncioStatistics:
         busy, alive = self._clock.read()
         settled = self.counters["done"] + self.counters["failed"]
         worker = WorkerStats(self._thread.name, tasks=settled, busy_s=busy,
                              idle_s=max(0.0, alive - busy), in_flight=self._clock.active)
         return self.counters.statistics(
-            self.name, in_flight=max(0, self.counters["submitted"] - settled),
+            self.name, AsyncioStatistics, in_flight=max(0, self.counters["submitted"] - settled),
             concurrency=self._concurrency, workers=(worker,))
 
     # ---- the loop thread ------------------------------------------------------------------

@@ -35,7 +35,7 @@ class InlineBackend(Backend):
 
     name = "inline"
 
-    def start(self, options: PoolOptions[Inline]) -> None:
+    def __init__(self, options: PoolOptions[Inline]) -> None:
         self._options = options
         self.capacity = 1
         self._lock = threading.Lock()

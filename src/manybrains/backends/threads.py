@@ -23,6 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .._cpus import usable_cpus
 from .._errors import InitializerFailed, check_open
 from .._future import TaskFuture, handle_of, set_exception, set_result, still_cancellable
 from .._task import Task, run_task
@@ -39,7 +40,12 @@ class ThreadBackend(Backend):
 
     name = "threads"
 
-    def start(self, options: PoolOptions[Threads]) -> None:
+    @classmethod
+    def default_workers(cls) -> int:
+        """``min(32, CPUs + 4)``, as ``concurrent.futures``: threads mostly wait."""
+        return min(32, usable_cpus() + 4)
+
+    def __init__(self, options: PoolOptions[Threads]) -> None:
         self._options = options
         self._lock = threading.Lock()
         self._work_ready = threading.Condition(self._lock)  # wakes idle workers

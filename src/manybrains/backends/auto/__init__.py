@@ -38,7 +38,9 @@ import dataclasses
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Mapping
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..._errors import SerializationError, check_open
@@ -61,13 +63,24 @@ _REMEMBERED = 256  # functions whose measurements are kept
 # ---- the backend ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class AutoStatistics(Statistics):
+    """``"auto"``'s snapshot: the totals of its engines, and what it chose for each function."""
+
+    # per function, where it runs and why (plain data: "function", "backend", "why", the
+    # measurements behind it, "history", and "concurrency" for waiting calls)
+    choices: tuple[Mapping[str, Any], ...] = ()
+    engines: Mapping[str, Statistics] = field(default_factory=dict)  # per engine
+
+
 class AutoBackend(Backend):
     """Routes each function to the backend its measured calls call for."""
 
     name = "auto"
+    default_concurrency = MAX_WAITING_CALLS  # waiting calls of one function in flight at most
     pickles_tasks = True  # the pool pickles once; local backends get the function back
 
-    def start(self, options: PoolOptions[Auto]) -> None:
+    def __init__(self, options: PoolOptions[Auto]) -> None:
         self._options = options
         self.capacity = 1  # until a function is measured: probe one chunk at a time
         self._lock = threading.Lock()
@@ -128,7 +141,7 @@ class AutoBackend(Backend):
             return
         _after_all(gates, lambda: threads.shutdown(wait=False, cancel_futures=cancel_futures))
 
-    def statistics(self) -> Statistics:
+    def statistics(self) -> AutoStatistics:
         with self._lock:
             engines = dict(self._engines)
             profiles = list(self._profiles.values())
@@ -137,7 +150,7 @@ class AutoBackend(Backend):
                   for key in (*COUNTER_NAMES, "in_flight", "queued")}
         workers = tuple(dataclasses.replace(row, backend=name)
                         for name, stats in per_engine.items() for row in stats.workers)
-        return Statistics(self.name, **totals, workers=workers,
+        return AutoStatistics(self.name, **totals, workers=workers,
                           choices=tuple(p.explain() for p in profiles), engines=per_engine)
 
     # ---- routing --------------------------------------------------------------------------
@@ -227,10 +240,10 @@ class AutoBackend(Backend):
             check_open(self._closed)
             engine = self._engines.get(name)
             if engine is None:
-                engine = self._engines[name] = get_backend(name)()
                 workers = self._max_waiting if name == "threads" else self._options.workers
                 own = self._options.own.processes if name == "processes" else options_for(name)
-                engine.start(self._options.for_backend(own, workers))
+                engine = get_backend(name)(self._options.for_backend(own, workers))
+                self._engines[name] = engine
             return engine
 
 

@@ -107,12 +107,20 @@ class _WorkerTimes:
                      for address, (tasks, busy) in rows)
 
 
+@dataclass(frozen=True)
+class DaskStatistics(Statistics):
+    """A ``"dask"`` pool's snapshot, with the cluster's side of it."""
+
+    scheduler: str | None = None  # the scheduler's address
+    scattered: int = 0  # arrays sent to the workers once and shared
+
+
 class DaskBackend(Backend):
     """Tasks run on a Dask cluster: a LocalCluster of its own, or one given by address."""
 
     name = "dask"
 
-    def start(self, options: PoolOptions[Dask]) -> None:
+    def __init__(self, options: PoolOptions[Dask]) -> None:
         self._cluster: distributed.LocalCluster | None = None
         self._dashboard = bool(options.own.dashboard)
         self._own_client = options.own.client is None
@@ -153,7 +161,7 @@ class DaskBackend(Backend):
 
     @property
     def client(self) -> distributed.Client:
-        """The ``distributed.Client`` this pool submits through."""
+        """The ``distributed.Client`` this pool submits through (``Pool.client``)."""
         return self._client
 
     @property
@@ -335,10 +343,11 @@ class DaskBackend(Backend):
         if self._cluster is not None:
             self._cluster.close()
 
-    def statistics(self) -> Statistics:
+    def statistics(self) -> DaskStatistics:
         return self._counters.statistics(
-            self.name, in_flight=len(self._records), workers=self._worker_times.table(),
-            scattered=self._scattered.count, scheduler=self._client.scheduler.address)
+            self.name, DaskStatistics, in_flight=len(self._records),
+            workers=self._worker_times.table(), scattered=self._scattered.count,
+            scheduler=self._client.scheduler.address)
 
     # ---- initializer ----------------------------------------------------------------------
 

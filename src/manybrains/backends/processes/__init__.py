@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import weakref
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..._future import still_cancellable
@@ -45,13 +46,21 @@ _live: weakref.WeakSet[ProcessBackend] = weakref.WeakSet()
 # ---- the backend ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ProcessStatistics(Statistics):
+    """A process pool's snapshot, with how its workers start."""
+
+    start_method: str | None = None  # "template", "fork", "forkserver", "spawn"
+    start_method_why: str | None = None  # why that way: asked for, a default, a fallback
+
+
 class ProcessBackend(Backend):
     """Tasks run in worker processes: true parallelism, one GIL per worker."""
 
     name = "processes"
     pickles_tasks = True
 
-    def start(self, options: PoolOptions[Processes]) -> None:
+    def __init__(self, options: PoolOptions[Processes]) -> None:
         from .context import choose
 
         self._options = own = options.own
@@ -113,10 +122,10 @@ class ProcessBackend(Backend):
         self._supervisor.shutdown(wait=wait, cancel_futures=cancel_futures, kill=kill)
         release_shared_memory(self._arena, workers_gone=wait)
 
-    def statistics(self) -> Statistics:
+    def statistics(self) -> ProcessStatistics:
         workers = self._supervisor.worker_table()
         return self._supervisor.counters.statistics(
-            self.name, queued=self._supervisor.queued,
+            self.name, ProcessStatistics, queued=self._supervisor.queued,
             in_flight=sum(w.in_flight for w in workers), workers=workers,
             start_method=self._launch.method, start_method_why=self._launch.reason)
 
