@@ -6,13 +6,17 @@ workers, Dask workers); each adds only its own header and transport::
     worker                                          caller
     ------                                          ------
     execute(unpickle, payload)
-      -> (kind, elapsed, body)
+      -> (outcome, elapsed, body)
          BAD_TASK  the task did not unpickle
          ERROR     the call raised (SystemExit too)
          RESULT    a value, or a chunk's (values, error, traceback)
-    encode(kind, body, header)  ── one Frame ──►    decode(kind, body, ...)
+    encode(outcome, body, header) ── one Frame ──►  decode(outcome, body, ...)
       an unpicklable result -> BAD_RESULT              -> (value or ChunkOutcome, None)
                                                        -> (None, the error to raise)
+
+The outcome is the wire's own small number; each backend's header carries it beside its own
+fields (the process engine's reply header, Dask's and Ray's reply prefix), and the caller
+reads that header once, then hands the outcome and the body here.
 
 An exception travels with its formatted traceback (or as a picklable stand-in), so the
 caller's error keeps its type and shows the line in the worker that failed.
@@ -28,11 +32,11 @@ from .._remote import RemoteTraceback, attach, format_exception, portable
 from .._serialize import Frame, dumps, loads
 from .._task import ChunkOutcome, run_chunk
 
-# Reply kinds; their values are the process engine's message kinds (see processes.protocol).
-RESULT = 12  # the return value, or a chunk's (values, error, traceback)
-ERROR = 13  # (exception, traceback)
-BAD_RESULT = 14  # the result could not be pickled: (message, traceback, exception)
-BAD_TASK = 18  # the task could not be unpickled: (exception, traceback)
+# A task's outcome, what its reply's body holds: one byte of every backend's reply header.
+RESULT = 0  # the return value, or a chunk's (values, error, traceback)
+ERROR = 1  # (exception, traceback)
+BAD_RESULT = 2  # the result could not be pickled: (message, traceback, exception)
+BAD_TASK = 3  # the task could not be unpickled: (exception, traceback)
 
 TaskParts = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Sequence[Any] | None,
                   bool]
@@ -42,7 +46,7 @@ P = TypeVar("P")
 
 
 def execute(unpickle: Callable[[P], TaskParts], payload: P) -> tuple[int, float, Any]:
-    """Run the task in ``payload``: ``(kind, seconds running, body to send back)``.
+    """Run the task in ``payload``: ``(outcome, seconds running, body to send back)``.
 
     ``unpickle`` turns the payload into ``(fn, args, kwargs, items, star)``; ``items`` given,
     ``fn`` runs on each of them as a chunk.
@@ -58,8 +62,8 @@ def execute(unpickle: Callable[[P], TaskParts], payload: P) -> tuple[int, float,
         except BaseException as exc:  # noqa: BLE001 - SystemExit too: it belongs to the task
             return ERROR, perf_counter() - start, portable(exc)
         return RESULT, perf_counter() - start, value
-    outcome = run_chunk(fn, items, star)
-    return RESULT, outcome.elapsed, (outcome.values, *portable(outcome.error))
+    ran = run_chunk(fn, items, star)
+    return RESULT, ran.elapsed, (ran.values, *portable(ran.error))
 
 
 def error_body(exc: BaseException) -> tuple[BaseException | None, str]:
@@ -67,10 +71,10 @@ def error_body(exc: BaseException) -> tuple[BaseException | None, str]:
     return portable(exc)
 
 
-def encode(kind: int, body: Any, header: Callable[[int], bytes]) -> Frame:
-    """``header(kind)`` then ``body`` pickled, in one buffer; ``BAD_RESULT`` if it cannot be."""
+def encode(outcome: int, body: Any, header: Callable[[int], bytes]) -> Frame:
+    """``header(outcome)`` then ``body`` pickled in one buffer; ``BAD_RESULT`` if it cannot be."""
     try:
-        return dumps(body, header=header(kind))
+        return dumps(body, header=header(outcome))
     except BaseException as exc:  # noqa: BLE001 - an unpicklable result fails its task alone
         message = f"cannot pickle the result ({type(body).__qualname__}): {exc}"
         # the exception too: the caller's error is also an instance of its type
@@ -81,7 +85,7 @@ def encode(kind: int, body: Any, header: Callable[[int], bytes]) -> Frame:
 # ---- in the caller ------------------------------------------------------------------------
 
 
-def decode(kind: int, body: bytes | memoryview, label: str, chunk: bool = False,
+def decode(outcome: int, body: bytes | memoryview, label: str, chunk: bool = False,
            elapsed: float = 0.0) -> tuple[Any, BaseException | None]:
     """``(value, None)`` for a ``RESULT`` (a :class:`ChunkOutcome` if ``chunk``), else
     ``(None, the error to raise)``. ``label`` names the task in error messages."""
@@ -93,22 +97,22 @@ def decode(kind: int, body: bytes | memoryview, label: str, chunk: bool = False,
         error = UnpicklingFailed(f"cannot unpickle the result of {label}: {load_error!r}")
         error.__cause__ = load_error
         return None, error
-    if kind == RESULT:
+    if outcome == RESULT:
         if chunk:
             values, item_error, tb = payload
             payload = ChunkOutcome(values, attach(item_error, tb) if item_error else None,
                                    elapsed)
         return payload, None
-    return None, _error(kind, payload, label)
+    return None, _error(outcome, payload, label)
 
 
-def _error(kind: int, payload: Any, label: str) -> BaseException:
+def _error(outcome: int, payload: Any, label: str) -> BaseException:
     # Imported here: workers load this module, and never need the caller's error types.
     from .._errors import SerializationError, also_instance_of_type_of, unpicklable_task
 
-    if kind == ERROR:
+    if outcome == ERROR:
         return attach(*payload)
-    if kind == BAD_TASK:
+    if outcome == BAD_TASK:
         return unpicklable_task(label, attach(*payload))
     message, tb, *original = payload
     unpicklable = SerializationError(f"{label}: {message}")

@@ -231,9 +231,9 @@ class DaskBackend(Backend):
         self._release(record)
 
     def _settle(self, record: _Record, reply: bytes) -> None:
-        kind, elapsed, address, body = worker.read_reply(reply)
+        outcome, elapsed, address, body = worker.read_reply(reply)
         self._worker_times.ran(address, elapsed)
-        value, error = _wire.decode(kind, body, label=record.label, chunk=record.chunk,
+        value, error = _wire.decode(outcome, body, label=record.label, chunk=record.chunk,
                                     elapsed=elapsed)
         self._finish(record, value=value, error=error)
 

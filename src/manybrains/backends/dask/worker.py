@@ -18,7 +18,7 @@ import distributed
 from ..._serialize import load_function, loads
 from .. import _wire
 
-_HEADER = struct.Struct("<BdH")  # kind, seconds running, length of the worker's address
+_HEADER = struct.Struct("<BdH")  # the wire's outcome, seconds running, length of the address
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,10 @@ def executing(dask_worker: distributed.Worker) -> list[str]:
 
 
 def read_reply(reply: bytes) -> tuple[int, float, str, memoryview]:
-    """``(kind, seconds running, worker address, body)`` of what :func:`execute` returned."""
-    kind, elapsed, size = _HEADER.unpack_from(reply)
+    """``(outcome, seconds running, worker address, body)`` of what :func:`execute` returned."""
+    outcome, elapsed, size = _HEADER.unpack_from(reply)
     address = reply[_HEADER.size:_HEADER.size + size].decode()
-    return kind, elapsed, address, memoryview(reply)[_HEADER.size + size:]
+    return outcome, elapsed, address, memoryview(reply)[_HEADER.size + size:]
 
 
 def _unpickle(fn_key: str, function: bytes, arrays: tuple[Any, ...], frame: bytes

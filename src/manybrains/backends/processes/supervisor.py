@@ -326,7 +326,7 @@ class Supervisor:
             self._on_message(w, frame)
 
     def _on_message(self, w: WorkerSlot, frame: bytes) -> None:
-        kind, task_id, elapsed, rss = protocol.read_reply(frame)
+        kind, outcome, task_id, elapsed, rss, pickling = protocol.read_reply(frame)
         body = memoryview(frame)[protocol.REPLY_SIZE:]
         if kind == protocol.READY:
             self._on_ready_worker(w)
@@ -336,12 +336,12 @@ class Supervisor:
             output.deliver_output(task_id, body)
         elif kind == protocol.LOG:
             output.deliver_log(body)
-        elif w.inflight and w.inflight[0].id == task_id:
+        elif kind == protocol.DONE and w.inflight and w.inflight[0].id == task_id:
             self._fresh_deaths = 0
             record = w.inflight.popleft()
             self._account(w, elapsed)
-            self._observe(w, record, frame, elapsed)
-            value, error = _wire.decode(kind, body, record.label, record.chunk, elapsed)
+            self._observe(w, record, elapsed, pickling)
+            value, error = _wire.decode(outcome, body, record.label, record.chunk, elapsed)
             self._settle(record, value, error)
             self._after_task(w, rss)
 
@@ -358,8 +358,8 @@ class Supervisor:
         if w.inflight:
             w.inflight[0].started = time.monotonic()
 
-    def _observe(self, w: WorkerSlot, record: Record, frame: bytes, elapsed: float) -> None:
-        w.pickling += protocol.read_pickling(frame)
+    def _observe(self, w: WorkerSlot, record: Record, elapsed: float, pickling: float) -> None:
+        w.pickling += pickling
         self.timings.record(elapsed, record.label, record.source)
         record.source = None  # the future keeps the record; the arguments need not stay
 

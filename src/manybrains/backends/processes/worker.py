@@ -176,16 +176,18 @@ def _serve(conn: Connection, rss: Any, mark: TaskMark) -> None:
             return
         mark.started(task_id)  # from here on, a death of this worker is this task's
         received = time.perf_counter()
-        kind, elapsed, body = _wire.execute(loads, memoryview(frame)[protocol.REQUEST_SIZE:])
+        outcome, elapsed, body = _wire.execute(loads,
+                                               memoryview(frame)[protocol.REQUEST_SIZE:])
         del frame  # a big task's bytes can go before its result is pickled
-        reply = _reply(kind, task_id, elapsed, rss() if rss else 0, body)
+        reply = _reply(outcome, task_id, elapsed, rss() if rss else 0, body)
         protocol.stamp_pickling(reply, time.perf_counter() - received - elapsed)
         if not _send(conn, reply):
             return
 
 
-def _reply(kind: int, task_id: int, elapsed: float, rss: int, body: Any) -> Frame:
-    return _wire.encode(kind, body, lambda k: protocol.reply(k, task_id, elapsed, rss))
+def _reply(outcome: int, task_id: int, elapsed: float, rss: int, body: Any) -> Frame:
+    return _wire.encode(outcome, body,
+                        lambda o: protocol.reply(protocol.DONE, task_id, elapsed, rss, o))
 
 
 def _error_frame(kind: int, exc: BaseException) -> Frame:
