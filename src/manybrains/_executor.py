@@ -41,7 +41,8 @@ class ProcessPoolExecutor(Executor):
             raise ValueError("max_workers must be greater than 0")
         self._pool = Pool(max_workers, initializer=initializer, initargs=initargs,
                           max_tasks_per_worker=max_tasks_per_child,
-                          backend=Processes(start_method=mp_context, _executor_contract=True))
+                          backend=Processes(start_method=mp_context,
+                                            futures="concurrent.futures"))
         self._max_workers = self._pool.workers
 
     def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
@@ -73,7 +74,7 @@ class ProcessPoolExecutor(Executor):
 
     def _submit(self, task: Task) -> Future[Any]:
         try:
-            return self._pool.backend.submit(task)
+            return self._pool.submit_task(task)
         except SerializationError as error:  # the stdlib reports it through the future
             cause = error.__cause__
             return failed(error if cause is None else also_instance_of(error, type(cause)))

@@ -177,12 +177,21 @@ class Pool(AsyncPoolAPI, MultiprocessingPoolAPI):
     def _submit_call(self, fn: Callable[..., Any], args: tuple[Any, ...],
                      kwargs: dict[str, Any], timeout: float | None, retries: int | None
                      ) -> Future[Any]:
-        task = Task(self._runnable(fn), args, kwargs)
-        timeout, retries = self._timeout_for(timeout), self._retries_for(retries)
         try:
-            return self._backend.submit(task, timeout=timeout, retries=retries)
+            return self.submit_task(Task(self._runnable(fn), args, kwargs), timeout=timeout,
+                                    retries=retries)
         except SerializationError as error:
             raise as_its_cause(error) from error.__cause__
+
+    def submit_task(self, task: Task, *, timeout: float | None = None,
+                    retries: int | None = None) -> Future[Any]:
+        """Schedule a prepared task (one call, or a chunk of calls), with the pool's default
+        ``timeout`` and ``retries`` where not given: the seam front ends such as
+        :class:`~manybrains.ProcessPoolExecutor` build on. Arguments that cannot be pickled
+        raise :class:`~manybrains.SerializationError` here, and the front end decides how to
+        report it."""
+        return self._backend.submit(task, timeout=self._timeout_for(timeout),
+                                    retries=self._retries_for(retries))
 
     def cancel(self, future: Future[Any]) -> bool:
         """Cancel ``future``'s task; a running one has its worker killed and replaced."""

@@ -44,6 +44,11 @@ class Processes(BackendOptions):
             CPUs // workers, or what the user's ``OMP_NUM_THREADS``-style variables say.
         cancel_running: make ``future.cancel()`` kill the worker of a running task (it is
             replaced), as ``pool.cancel(future)`` always does.
+        futures: ``"manybrains"`` (default) or ``"concurrent.futures"``: the contract of
+            ``concurrent.futures.ProcessPoolExecutor`` (which uses it): a future is RUNNING,
+            and can no longer be cancelled, once its task is sent to a worker; and at the
+            interpreter's exit the workers finish what was submitted instead of being
+            stopped.
     """
 
     name: ClassVar[str] = "processes"
@@ -51,15 +56,21 @@ class Processes(BackendOptions):
     max_memory_per_worker: int | None = None
     inner_threads: int | None = None
     cancel_running: bool = False
-    # concurrent.futures' contract, for ProcessPoolExecutor: a future is RUNNING once sent,
-    # and at exit the workers finish what was submitted.
-    _executor_contract: bool = field(default=False, repr=False)
+    futures: str = "manybrains"
 
     def __post_init__(self) -> None:
         optional_positive("max_memory_per_worker", self.max_memory_per_worker)
         optional_positive("inner_threads", self.inner_threads)
         if not isinstance(self.cancel_running, bool):
             raise TypeError(f"cancel_running must be True or False, got {self.cancel_running!r}")
+        if self.futures not in ("manybrains", "concurrent.futures"):
+            raise ValueError(f"futures must be 'manybrains' or 'concurrent.futures', got "
+                             f"{self.futures!r}")
+
+    @property
+    def stdlib_futures(self) -> bool:
+        """Whether futures follow ``concurrent.futures``' contract (``futures=``)."""
+        return self.futures == "concurrent.futures"
 
 
 @dataclass(frozen=True)

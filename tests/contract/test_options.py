@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import time
 
 import pytest
-from tasks import square
+from tasks import sleep_then, square
 
 import manybrains as mb
 from manybrains.backends import known_backends, options_for
@@ -104,8 +105,11 @@ def test_an_unknown_keyword_is_a_plain_type_error():
     (lambda: mb.Dask(address="tcp://a:1", client=object()), ValueError, "not both"),
     (lambda: mb.Dask(address=8786), TypeError, "address must be a str"),
     (lambda: mb.Dask(address="tcp://a:1", dashboard=True), ValueError, "serves its own"),
+    (lambda: mb.Processes(futures="stdlib"), ValueError, "futures must be"),
+    (lambda: mb.Ray(address=6379), TypeError, "address must be a Ray"),
+    (lambda: mb.Ray(address=" "), TypeError, "address must be a Ray"),
 ], ids=["memory", "inner-threads", "cancel-running", "auto", "address-and-client", "address",
-        "dashboard"])
+        "dashboard", "futures", "ray-address", "ray-blank-address"])
 def test_a_bad_option_is_refused_where_it_is_written(make, error, words):
     with pytest.raises(error, match=words):
         make()
@@ -128,3 +132,33 @@ def test_client_is_none_off_dask_and_closed_follows_shutdown():
     assert not pool.closed and "running" in repr(pool)
     pool.shutdown()
     assert pool.closed and "shut down" in repr(pool)
+
+
+def test_a_statistic_of_another_backend_says_which_fields_every_backend_has():
+    with mb.Pool(1, backend="threads") as pool:
+        stats = pool.statistics()
+    assert stats.done == 0 and stats.backend == "threads"
+    with pytest.raises(AttributeError, match=r"'threads' backend has no 'start_method'.*done"):
+        stats.start_method  # noqa: B018 - the read is the test
+    assert dataclasses.replace(stats, done=3).done == 3  # copies are not confused by it
+
+
+def test_each_backend_says_its_own_defaults():
+    with mb.Pool(backend="threads") as threads, mb.Pool(backend="inline") as inline:
+        assert threads.workers == min(32, mb.usable_cpus() + 4)
+        assert inline.workers == mb.usable_cpus()
+
+
+def test_concurrent_futures_contract_marks_a_sent_task_running():
+    with mb.Pool(1, backend=mb.Processes(futures="concurrent.futures")) as stdlib, \
+            mb.Pool(1) as ours:
+        stdlib.submit(square, 1).result(timeout=30)  # its worker is up
+        ours.submit(square, 1).result(timeout=30)
+        sent = stdlib.submit(sleep_then, 0.5, "sent")
+        deadline = time.monotonic() + 5
+        while not sent.running() and time.monotonic() < deadline:  # once sent to the worker
+            time.sleep(0.005)
+        assert sent.running() and not sent.cancel()  # sent: too late, as in the stdlib
+        queued = ours.submit(sleep_then, 0.5, "ours")
+        assert not queued.running()  # ours: RUNNING only once the worker says it started
+        assert sent.result(timeout=30) == "sent" and queued.result(timeout=30) == "ours"

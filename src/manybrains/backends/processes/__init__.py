@@ -87,7 +87,7 @@ class ProcessBackend(Backend):
             max_tasks_per_worker=options.max_tasks_per_worker,
             max_memory_per_worker=options.own.max_memory_per_worker,
             inner_threads=options.own.inner_threads,
-            mark_running=options.own._executor_contract))
+            mark_running=options.own.stdlib_futures))
 
     def submit(self, task: Task, *, timeout: float | None = None, retries: int = 0
                ) -> Future[Any]:
@@ -103,7 +103,7 @@ class ProcessBackend(Backend):
             future.handle = record = Record(task_id, frame, future, _label(task_id, task),
                                             size=task.size, chunk=task.items is not None,
                                             timeout=timeout, retries=retries, source=task)
-            if not self._options._executor_contract:
+            if not self._options.stdlib_futures:
                 future.add_done_callback(self._on_done)
             self._supervisor.submit(record)
         loan.settle_with(future)
@@ -145,7 +145,7 @@ class ProcessBackend(Backend):
             future.set_running_or_notify_cancel()  # wakes concurrent.futures.wait() waiters
 
     def _exit(self) -> None:
-        wait_for_work = self._options._executor_contract  # as the stdlib executor does
+        wait_for_work = self._options.stdlib_futures  # as the stdlib executor does
         self._supervisor.shutdown(wait=True, cancel_futures=not wait_for_work,
                                   kill=not wait_for_work)
         release_shared_memory(self._arena, workers_gone=True)
