@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._arguments import ChunkSize, check_callable, check_iterable
 from ._async_result import AsyncResult, failed, gather
-from ._chunking import chunks, known_length
+from ._chunking import known_length
 from ._errors import PoolClosed, SerializationError, also_instance_of
+from ._stream import Plan, SubmitChunk, canceller, submit_all, unbounded
 from .options import Processes
 
 if TYPE_CHECKING:
@@ -146,11 +147,8 @@ class MultiprocessingPoolAPI:
         if chunksize is None or chunksize == "auto":
             chunksize = max(1, -(-len(items) // (self._width() * _CHUNKS_PER_WORKER)))
         sizer, submit_chunk = self._plan(fn, items, star, chunksize, timeout, retries)
-        futures: list[Future[ChunkOutcome]] = []
-        try:
-            futures.extend(submit_chunk(chunk) for chunk in chunks(items, sizer))
-        except SerializationError as error:  # reported through the result, as in the stdlib
-            futures.append(failed(error))
+        futures = submit_all(items, Plan(sizer, _reported_in_result(submit_chunk), unbounded,
+                                         canceller(None)))
         result = AsyncResult(gather(futures), callback, error_callback, parts=futures)
         return self._left_at_exit.result(result)
 
@@ -364,6 +362,21 @@ def map_iterables(iterable: Iterable[Any], chunksize: Any, more: tuple[Any, ...]
             "to zip several iterables give them all positionally (map(func, xs, ys)), and for "
             "a chunk size as well use starmap(func, zip(xs, ys), chunksize)")
     return (iterable,), auto_chunksize(chunksize)
+
+
+def _reported_in_result(submit: SubmitChunk) -> SubmitChunk:
+    """``submit``, where a chunk whose pieces cannot be pickled fails the whole result instead
+    of raising, as in the stdlib; the chunks after it are not sent."""
+    broken: list[SerializationError] = []
+
+    def submit_or_fail(chunk: Sequence[Any]) -> Future[ChunkOutcome]:
+        if not broken:
+            try:
+                return submit(chunk)
+            except SerializationError as error:
+                broken.append(error)
+        return failed(broken[0])
+    return submit_or_fail
 
 
 def _is_chunksize(value: object) -> bool:

@@ -1,6 +1,6 @@
 """Map over submit, written once: a function over an iterable, a bounded window of chunks at a time.
 
-Three callers stream this way: :class:`~manybrains.Pool` (``map``, ``imap``, ``amap``, ...),
+Four callers stream this way: :class:`~manybrains.Pool` (``map``, ``imap``, ``amap``, ...),
 :meth:`ProcessPoolExecutor.map <manybrains.ProcessPoolExecutor.map>` and the
 ``manybrains map`` command. Each hands over a :class:`Plan` (how big a chunk is, how one is
 submitted, how many may be in flight, how to stop the rest) and gets the chunks' outcomes
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import dataclasses
 import enum
 import functools
 import multiprocessing
@@ -172,6 +173,10 @@ class Flow:
         if not waiting:
             del self._later[seq]
         return outcome
+
+    def futures(self) -> list[Future[ChunkOutcome]]:
+        """The futures of the chunks in flight, in the order they were submitted."""
+        return [future for _, (future, _) in sorted(self._inflight.items())]
 
     def busy(self) -> bool:
         """Whether a chunk it submitted has not finished yet."""
@@ -373,6 +378,14 @@ def _close_flow(flow: Flow, exc: BaseException | None) -> None:
         flow.__exit__(exc_type, exc, None)
     finally:
         flow.progress.__exit__(exc_type, exc, None)
+
+
+def submit_all(items: Iterable[Any], plan: Plan) -> list[Future[ChunkOutcome]]:
+    """Every chunk submitted now, whatever ``plan.window`` says (``map_async``): their
+    futures in input order. An error of the input is the last one's outcome, in its place."""
+    flow = Flow(items, dataclasses.replace(plan, window=unbounded), ordered=True)
+    flow.fill()
+    return flow.futures()
 
 
 def stream_submitted(items: Iterable[Any], plan: Plan) -> Iterator[Any]:
