@@ -202,7 +202,29 @@ CANNOT: dict[str, dict[str, str]] = {
         name: "tasks run in the test process, which os._exit would end"
         for name in ("threads", "asyncio", "inline", "auto")
     },
+    "block_beside_others": {
+        "asyncio": "one event loop runs every task: a plain function that sleeps holds up the "
+                   "rest, so its tests wait with coroutines",
+    },
+    "run_at_most_workers": {
+        "asyncio": "coroutines: up to the pool's concurrency (100) wait at once on its loop",
+        "auto": "waiting calls: up to 256 at once",
+    },
+    "use_only_its_workers": {
+        "dask": "a pool given a cluster's address runs on every worker of that cluster",
+    },
+    "report_worker_pids": {
+        **{name: "tasks run in the test process" for name in ("threads", "asyncio", "inline")},
+        "auto": "its rows are those of the engines it chose for each function",
+        "dask": "a Dask worker is named by its address; its process is the cluster's",
+    },
 }
+
+
+def can(backend: str, ability: str) -> bool:
+    """Whether ``backend`` can do ``ability`` (``CANNOT`` does not name it under it): for a
+    test that checks more on the backends that can, rather than skipping the others."""
+    return backend not in CANNOT.get(ability, {})
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -2,9 +2,8 @@
 ``backend`` fixture; Dask on the session's cluster).
 
 What a backend cannot do at all is in conftest's ``CANNOT`` table, and a test needing it says
-``@pytest.mark.needs(...)``. A difference of degree is spelled out where a test branches on
-the backend (``INLINE``: the caller runs each task during ``submit``, so nothing is ever
-queued or running afterwards).
+``@pytest.mark.needs(...)``. A test that checks more where a backend can asks
+``can(backend, ability)`` of the same table: tests ask what a backend does, never its name.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import time
 from concurrent.futures import CancelledError, Future
 
 import pytest
+from conftest import can
 from tasks import (
     add,
     async_double,
@@ -35,9 +35,6 @@ from tasks import (
 
 import manybrains as mb
 from manybrains.progress import ProgressSnapshot
-
-INLINE = "inline"
-
 
 # ---- results and ordering ---------------------------------------------------------------
 
@@ -62,11 +59,11 @@ def test_imap_unordered_yields_every_result_once(pool):
 
 
 def test_imap_unordered_yields_a_fast_result_before_a_slow_earlier_one(pool, backend):
-    task = async_sleep_then if backend == "asyncio" else sleep_then
+    task = sleep_then if can(backend, "block_beside_others") else async_sleep_then
     items = [(0.6, "slow"), (0.0, "a"), (0.0, "b"), (0.0, "c")]
     got = list(pool.istarmap(task, items, ordered=False, chunksize=1))
     assert sorted(got) == ["a", "b", "c", "slow"]
-    if backend == INLINE:
+    if not can(backend, "run_beside_the_caller"):
         assert got[0] == "slow"  # each task ran to completion inside submit, in order
     else:  # on Dask a fast one may queue behind the slow one on its worker: not all need pass
         assert got[0] != "slow", got
@@ -138,10 +135,10 @@ def test_map_timeout_applies_to_each_task(pool):
 
 def test_map_timeout_is_per_task_not_for_the_whole_map(pool, backend):
     # Six 0.2 s tasks two at a time take 0.6 s or more, each well within its 0.45 s.
-    task = async_sleep_then if backend == "asyncio" else sleep_then
+    task = sleep_then if can(backend, "block_beside_others") else async_sleep_then
     start = time.monotonic()
     assert pool.starmap(task, [(0.2, i) for i in range(6)], 1, timeout=0.45) == list(range(6))
-    if backend in ("processes", "threads", INLINE, "dask"):  # auto, asyncio: all six at once
+    if can(backend, "run_at_most_workers"):  # else all six may run at once
         assert time.monotonic() - start > 0.45  # the map as a whole outlived the timeout
 
 
@@ -178,7 +175,7 @@ def test_shutdown_waits_for_submitted_work_and_is_idempotent(make_pool):
 
 @pytest.mark.needs("cancel_running")
 def test_terminate_returns_at_once_and_cancels_running_work(make_pool, backend):
-    task = async_sleep_then if backend == "asyncio" else sleep_then
+    task = sleep_then if can(backend, "block_beside_others") else async_sleep_then
     pool = make_pool(1)
     running = pool.submit(task, 1.0)
     time.sleep(0.2)  # let it start
@@ -209,8 +206,8 @@ def test_submit_after_shutdown_raises_pool_closed(make_pool):
 @pytest.mark.needs("queue")
 def test_shutdown_cancel_futures_cancels_what_has_not_started(make_pool, backend, tmp_path):
     # on asyncio a coroutine waits for a slot of the concurrency limit: that is its queue
-    task, beat = ((async_sleep_then, async_heartbeat) if backend == "asyncio"
-                  else (sleep_then, heartbeat))
+    task, beat = ((sleep_then, heartbeat) if can(backend, "block_beside_others")
+                  else (async_sleep_then, async_heartbeat))
     pool = make_pool(1, concurrency=1)
     marker = tmp_path / "running"
     running = pool.submit(beat, str(marker), 0.3)
@@ -221,9 +218,9 @@ def test_shutdown_cancel_futures_cancels_what_has_not_started(make_pool, backend
     queued = [pool.submit(task, 0.3) for _ in range(4)]
     pool.shutdown(wait=True, cancel_futures=True)
     assert not running.cancelled() and running.result(timeout=0) is None
-    # a pool given a Dask cluster's address uses all of it: its second worker starts one
+    # a pool on a cluster's address uses all of it: its second worker starts one
     started = [f for f in queued if not f.cancelled()]
-    assert len(started) <= (1 if backend == "dask" else 0), started
+    assert len(started) <= (0 if can(backend, "use_only_its_workers") else 1), started
     assert all(f.result(timeout=0) is None for f in started)
 
 
@@ -284,12 +281,9 @@ def test_statistics_list_the_workers_and_what_each_did(pool, backend):
         assert worker.name and worker.busy_s >= 0 and worker.idle_s >= 0
         assert worker.in_flight == 0
     pids = [w.pid for w in stats.workers if w.pid is not None]
-    if backend == "processes":  # tasks run in worker processes: each says which
-        assert len(pids) == len(stats.workers) and os.getpid() not in pids
-    elif backend == "dask":  # a Dask worker is named by its address
-        assert all(w.name.startswith("tcp://127.0.0.1:") for w in stats.workers)
-    elif backend != "auto":  # auto: whichever engines its functions went to
-        assert pids == []
+    assert os.getpid() not in pids  # a pid is a worker process's, never the caller's
+    if can(backend, "report_worker_pids"):  # each row says which process it is
+        assert len(pids) == len(stats.workers) and set(pids) <= set(pool.backend.worker_pids())
 
 
 def test_statistics_count_a_timed_out_task(pool):

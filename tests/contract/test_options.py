@@ -70,7 +70,7 @@ def test_auto_starts_its_processes_with_its_processes_options():
         assert engine.statistics().start_method == "spawn"
 
 
-@pytest.mark.parametrize("name", ["threads", "asyncio", "inline", "dask"])
+@pytest.mark.parametrize("name", ["threads", "asyncio", "inline", "dask", "ray"])
 def test_start_method_on_a_backend_without_processes_is_refused(name: str):
     with pytest.raises(TypeError, match=f"backend '{name}' starts none"):
         mb.Pool(1, backend=name, start_method="spawn")
