@@ -26,14 +26,12 @@ from ._async_result import AsyncResult, failed, gather
 from ._chunking import known_length
 from ._errors import PoolClosed, SerializationError, also_instance_of
 from ._stream import Plan, SubmitChunk, canceller, submit_all, unbounded
-from .options import Processes
 
 if TYPE_CHECKING:
     from ._chunking import ChunkSizer
     from ._stream import ResultIterator
     from ._task import ChunkOutcome
-    from .backends._base import Statistics
-    from .options import BackendOptions
+    from .backends._base import Backend, Statistics
     from .progress import ProgressOption
 
 R = TypeVar("R")
@@ -53,7 +51,7 @@ class MultiprocessingPoolAPI:
         _stdlib_state: str
 
         @property
-        def options(self) -> BackendOptions: ...
+        def backend(self) -> Backend: ...
 
         def statistics(self) -> Statistics: ...
 
@@ -185,7 +183,7 @@ class MultiprocessingPoolAPI:
             time.sleep(0.005)
 
     def _starts_processes(self) -> bool:
-        return isinstance(self.options, Processes)
+        return self.backend.starts_worker_processes
 
     # ---- lifecycle ------------------------------------------------------------------------
 

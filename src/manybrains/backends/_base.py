@@ -150,6 +150,9 @@ class Backend(abc.ABC):
     default_concurrency: ClassVar[int] = DEFAULT_CONCURRENCY
     #: Tasks cross a process boundary, so the pool pickles each function once per map.
     pickles_tasks: ClassVar[bool] = False
+    #: It starts ``workers`` processes of its own on this machine, one per worker, as
+    #: ``multiprocessing.Pool`` does (what its ``_pool`` attribute waits for).
+    starts_worker_processes: ClassVar[bool] = False
     #: How many tasks it runs at once (None: one per worker); the pool keeps about twice as
     #: many in flight. ``"auto"`` changes it when it moves a function to another backend.
     capacity: int | None = None

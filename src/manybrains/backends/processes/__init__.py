@@ -58,6 +58,7 @@ class ProcessBackend(Backend):
     """Tasks run in worker processes: true parallelism, one GIL per worker."""
 
     name = "processes"
+    starts_worker_processes = True
     pickles_tasks = True
 
     def __init__(self, options: PoolOptions[Processes]) -> None:
