@@ -7,11 +7,16 @@ hour), then each new chunk is sized so that it runs for about ``target`` seconds
 most ``growth`` times per step because a first measurement can be noise. When the input's
 length is known, chunks shrink towards the end so that every worker finishes at about the same
 time instead of one running a large last chunk while the others idle.
+
+A pool remembers what each function's calls cost (:class:`CallCosts`), so the next map of the
+same function starts at the size the last one ended with instead of climbing from one call
+again: a program that maps a cheap function many times pays the climb once.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -27,11 +32,30 @@ def window(workers: int) -> int:
     return workers * WINDOW_PER_WORKER + 1
 
 
+class CallCosts:
+    """What the calls of the last functions a pool mapped cost: ``(calls, seconds)`` each."""
+
+    REMEMBERED = 64  # functions; the oldest is forgotten first
+
+    def __init__(self) -> None:
+        self._costs: OrderedDict[object, tuple[int, float]] = OrderedDict()
+
+    def get(self, key: object) -> tuple[int, float] | None:
+        return self._costs.get(key)
+
+    def put(self, key: object, calls: int, seconds: float) -> None:
+        self._costs[key] = (calls, seconds)
+        self._costs.move_to_end(key)
+        if len(self._costs) > self.REMEMBERED:
+            self._costs.popitem(last=False)
+
+
 class ChunkSizer:
     """Chooses the size of the next chunk from the calls measured so far."""
 
     def __init__(self, workers: int | Callable[[], int], total: int | None, *,
-                 fixed: int | None = None, limit: int | None = None) -> None:
+                 fixed: int | None = None, limit: int | None = None,
+                 costs: CallCosts | None = None, key: object = None) -> None:
         # a callable when the backend's width may change during the map ("auto")
         self._workers = workers if callable(workers) else (lambda: workers)
         self._remaining = total
@@ -40,6 +64,13 @@ class ChunkSizer:
         self._calls = 0
         self._seconds = 0.0
         self._largest = 1
+        self._costs, self._key = costs, key
+        known = None if costs is None else costs.get(key)
+        if known is not None:  # measured by an earlier map: start where it ended
+            # ... weighed as one call, so this map's first chunk outweighs it at once
+            per_call = max(known[1] / known[0], 1e-8)
+            self._calls, self._seconds = 1, per_call
+            self._largest = max(1, int(TARGET_SECONDS / per_call) // GROWTH)
 
     def next_size(self) -> int:
         """The size of the next chunk to send."""
@@ -56,6 +87,8 @@ class ChunkSizer:
         """Learn from a finished chunk of ``calls`` calls that ran for ``seconds``."""
         self._calls += calls
         self._seconds += seconds
+        if self._costs is not None:
+            self._costs.put(self._key, self._calls, self._seconds)
 
     def _adaptive_size(self) -> int:
         if not self._calls:

@@ -28,7 +28,7 @@ from ._arguments import (
     zip_args,
 )
 from ._async_pool import AsyncFn, AsyncPoolAPI
-from ._chunking import ChunkSizer, known_length, window
+from ._chunking import CallCosts, ChunkSizer, known_length, window
 from ._errors import PoolClosed, SerializationError, as_encoding_error
 from ._multiprocessing_api import (
     LeftAtExit,
@@ -123,6 +123,7 @@ class Pool(AsyncPoolAPI, MultiprocessingPoolAPI):
         self._stdlib_state = "RUN"  # multiprocessing's name: RUN, CLOSE, TERMINATE
         self._left_at_exit = LeftAtExit()  # what leaving ``with`` stops, as the stdlib's does
         self._handed_futures = False  # submit() was used: leaving ``with`` waits for those
+        self._call_costs = CallCosts()  # what each function's calls cost, for chunk sizes
         # A pool nobody references any more lets its queued work finish, then stops.
         self._finalizer = weakref.finalize(self, self._backend.shutdown, wait=False)
         self._finalizer.atexit = False  # at exit the backend's own hook stops the workers
@@ -325,7 +326,8 @@ class Pool(AsyncPoolAPI, MultiprocessingPoolAPI):
         total = known_length(items)
         if fixed is None and is_coroutine_function(fn):
             fixed = self._coroutine_chunk(total)
-        sizer = ChunkSizer(self._width, total, fixed=fixed, limit=self._max_tasks)
+        sizer = ChunkSizer(self._width, total, fixed=fixed, limit=self._max_tasks,
+                           costs=self._call_costs, key=getattr(fn, "__code__", fn))
         carried = self._runnable(fn)
         if self._backend.pickles_tasks:
             carried = PickledOnce(carried)

@@ -65,6 +65,39 @@ class ChunkOutcome:
     elapsed: float = 0.0  # seconds spent running the calls, to size later chunks
 
 
+class PackedScalars:
+    """A chunk's results that are numpy scalars of one type, as one array for the trip back.
+
+    Pickled one by one, 100,000 ``numpy.int64`` take 120 ms and 1.9 MB; as an array, a copy
+    of 800 kB. The caller gets the same scalar type back for each value (``list(array)``).
+    """
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: Any) -> None:
+        self.array = array
+
+    def __reduce__(self) -> tuple[type[PackedScalars], tuple[Any]]:
+        return PackedScalars, (self.array,)
+
+    @staticmethod
+    def pack(values: list[Any]) -> list[Any] | PackedScalars:
+        """``values`` as one array when they are numbers or booleans of one numpy type."""
+        if not values or type(values[0]).__module__ != "numpy":
+            return values  # the common case costs one type check
+        import numpy as np  # already loaded: the values are numpy's
+
+        kind = type(values[0])
+        if not issubclass(kind, (np.number, np.bool_)) or len(set(map(type, values))) != 1:
+            return values
+        return PackedScalars(np.fromiter(values, dtype=values[0].dtype, count=len(values)))
+
+    @staticmethod
+    def unpack(values: list[Any] | PackedScalars) -> list[Any]:
+        """The list :meth:`pack` was given, each value of its own numpy type again."""
+        return values if type(values) is list else list(values.array)  # type: ignore[union-attr]
+
+
 class AsyncCall:
     """A coroutine function as a plain callable: each call runs on a fresh event loop.
 

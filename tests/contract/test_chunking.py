@@ -6,7 +6,14 @@ import itertools
 
 import pytest
 
-from manybrains._chunking import GROWTH, TARGET_SECONDS, ChunkSizer, chunks, known_length
+from manybrains._chunking import (
+    GROWTH,
+    TARGET_SECONDS,
+    CallCosts,
+    ChunkSizer,
+    chunks,
+    known_length,
+)
 from manybrains._cpus import cgroup_cpu_quota
 
 
@@ -121,3 +128,24 @@ def test_a_pool_map_over_a_numpy_array_sends_slices(monkeypatch):
         assert pool.map(abs, list(range(-5, 5)), chunksize=5) == [5, 4, 3, 2, 1, 0, 1, 2, 3, 4]
         assert pool.map(abs, range(-3, 3), chunksize=3) == [3, 2, 1, 0, 1, 2]
     assert sent == ["ndarray"] * 10 + ["list"] * 2 + ["range"] * 2
+
+
+def test_a_function_measured_by_an_earlier_map_starts_at_its_measured_size():
+    costs = CallCosts()
+    first = ChunkSizer(2, None, costs=costs, key="f")
+    assert first.next_size() == 1  # never measured: one call first
+    first.record(1, 1e-6)
+    first.record(GROWTH, GROWTH * 1e-6)
+    again = ChunkSizer(2, None, costs=costs, key="f")
+    assert again.next_size() == int(TARGET_SECONDS / 1e-6)  # no climb from one call
+    other = ChunkSizer(2, None, costs=costs, key="g")
+    assert other.next_size() == 1
+    again.record(1, 1.0)  # this map's own measurement outweighs the earlier one at once
+    assert again.next_size() <= 2
+
+
+def test_call_costs_forget_the_oldest_function():
+    costs = CallCosts()
+    for key in range(CallCosts.REMEMBERED + 1):
+        costs.put(key, 1, 1.0)
+    assert costs.get(0) is None and costs.get(CallCosts.REMEMBERED) == (1, 1.0)

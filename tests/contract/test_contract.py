@@ -69,6 +69,14 @@ def test_imap_unordered_yields_a_fast_result_before_a_slow_earlier_one(pool, bac
         assert got[0] != "slow", got
 
 
+def test_map_over_a_numpy_array_gives_what_a_loop_gives_with_the_same_types(pool):
+    np = pytest.importorskip("numpy")
+    items = np.arange(3000, dtype=np.int32)
+    wanted = [square(x) for x in items]
+    got = pool.map(square, items)
+    assert got == wanted and {type(v) for v in got} == {type(v) for v in wanted}
+
+
 def test_starmap_and_several_iterables(pool):
     assert pool.starmap(add, [(1, 2), (3, 4)]) == [3, 7]
     assert pool.map(add, [1, 2, 3], [10, 20, 30]) == [11, 22, 33]

@@ -31,6 +31,16 @@ def test_auto_chunking_batches_tiny_tasks(pool):
     assert pool.statistics().done < 500
 
 
+def test_a_second_map_of_a_function_skips_the_climb_from_one_call(pool):
+    def chunks_of_a_map() -> int:
+        before = pool.statistics().done
+        assert pool.map(square, range(20_000)) == [x * x for x in range(20_000)]
+        return pool.statistics().done - before
+
+    first = chunks_of_a_map()  # 1, 8, 64, ... calls while it learns what a call costs
+    assert chunks_of_a_map() < first - 2  # starts at the size the first map ended with
+
+
 def test_explicit_chunksize_is_obeyed(pool):
     pool.map(square, range(100), chunksize=10)
     assert pool.statistics().done == 10

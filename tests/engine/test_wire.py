@@ -16,7 +16,7 @@ from tasks import fail_on, square
 import manybrains as mb
 from manybrains._remote import RemoteError, RemoteTraceback
 from manybrains._serialize import dumps, loads
-from manybrains._task import ChunkOutcome
+from manybrains._task import ChunkOutcome, PackedScalars
 from manybrains.backends import _wire
 
 HEADER = b"HDR"  # any header: the wire puts the kind in it, then the body after it
@@ -119,3 +119,45 @@ def test_an_error_body_decodes_as_an_error(kind: int) -> None:
     body = dumps(_wire.error_body(KeyError("k")))
     value, error = _wire.decode(kind, body, "task 7")
     assert value is None and isinstance(error, KeyError)
+
+
+# ---- numpy scalars travel back as one array -------------------------------------------------
+
+
+def test_a_chunk_of_numpy_scalars_of_one_type_travels_as_one_array_and_comes_back_as_scalars():
+    np = pytest.importorskip("numpy")
+    items = np.arange(1000, dtype=np.int32)
+    _, body = _wire.execute(loads, dumps((square, (), {}, items, False)))[0::2]
+    assert isinstance(body[0], PackedScalars)  # one array, not 1,000 pickled scalars
+    assert len(pickle.dumps(body)) < 4200 + 500
+    _, outcome, error = _round_trip((square, (), {}, items, False), chunk=True)
+    assert error is None and outcome.error is None
+    assert outcome.values == [x * x for x in items]
+    assert {type(v) for v in outcome.values} == {np.int32}  # the same type as a plain loop
+
+
+@pytest.mark.parametrize("values", [
+    pytest.param(lambda np: [np.int64(1), np.float64(2.5)], id="two-types"),
+    pytest.param(lambda np: [np.int64(1), 2], id="numpy-and-int"),
+    pytest.param(lambda np: [np.str_("a"), np.str_("b")], id="strings"),
+    pytest.param(lambda np: [1, 2, 3], id="ints"),
+    pytest.param(lambda np: [], id="empty"),
+])
+def test_only_numbers_and_booleans_of_one_numpy_type_are_packed(values):
+    np = pytest.importorskip("numpy")
+    given = values(np)
+    packed = PackedScalars.pack(given)
+    assert packed is given  # left as they are: nothing to gain, or types to lose
+    assert PackedScalars.unpack(packed) is given
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int8", "uint64", "bool_",
+                                   "complex128"])
+def test_packed_scalars_keep_their_type_and_value(dtype):
+    np = pytest.importorskip("numpy")
+    kind = getattr(np, dtype)
+    given = [kind(v) for v in (0, 1, 1, 0, 1)]
+    packed = PackedScalars.pack(given)
+    assert isinstance(packed, PackedScalars)
+    back = PackedScalars.unpack(pickle.loads(pickle.dumps(packed)))
+    assert back == given and all(type(v) is kind for v in back)

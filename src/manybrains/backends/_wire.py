@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from .._remote import RemoteTraceback, attach, format_exception, portable
 from .._serialize import Frame, dumps, loads
-from .._task import ChunkOutcome, run_chunk
+from .._task import ChunkOutcome, PackedScalars, run_chunk
 
 # A task's outcome, what its reply's body holds: one byte of every backend's reply header.
 RESULT = 0  # the return value, or a chunk's (values, error, traceback)
@@ -63,7 +63,7 @@ def execute(unpickle: Callable[[P], TaskParts], payload: P) -> tuple[int, float,
             return ERROR, perf_counter() - start, portable(exc)
         return RESULT, perf_counter() - start, value
     ran = run_chunk(fn, items, star)
-    return RESULT, ran.elapsed, (ran.values, *portable(ran.error))
+    return RESULT, ran.elapsed, (PackedScalars.pack(ran.values), *portable(ran.error))
 
 
 def error_body(exc: BaseException) -> tuple[BaseException | None, str]:
@@ -100,8 +100,8 @@ def decode(outcome: int, body: bytes | memoryview, label: str, chunk: bool = Fal
     if outcome == RESULT:
         if chunk:
             values, item_error, tb = payload
-            payload = ChunkOutcome(values, attach(item_error, tb) if item_error else None,
-                                   elapsed)
+            payload = ChunkOutcome(PackedScalars.unpack(values),
+                                   attach(item_error, tb) if item_error else None, elapsed)
         return payload, None
     return None, _error(outcome, payload, label)
 
