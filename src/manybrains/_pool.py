@@ -1,7 +1,10 @@
 """``Pool``: the one executor users hold, whatever runs the work behind it.
 
 Everything here is written once over :class:`~manybrains.backends.Backend`: argument checks,
-chunking, ordered and unordered streaming, per-task timeouts and retries. The
+each map's :class:`~manybrains._stream.Plan` (its chunk sizes from :mod:`._chunking`, what the
+pool remembers of each function's calls, how a chunk is submitted), and the default per-task
+timeout and retries that every backend then enforces its own way. The streaming itself,
+ordered or not, is :mod:`._stream`'s. The
 ``multiprocessing.Pool`` methods (``apply_async``, ``map_async``, ``close``, ...) live in
 :mod:`._multiprocessing_api` and the awaitable twins (``asubmit``, ``amap``, ``aimap``,
 ``async with``) in :mod:`._async_pool`, over the same internals.
