@@ -10,8 +10,10 @@ was started and whoever its parent is now:
   started with ``exec`` inherits (a forkserver's workers, a grandchild in a new session).
 
 Only the exact pids of multiprocessing's forkserver and resource tracker, which live as long
-as the test process by design, and those of the session's Dask cluster (its host process and
-what runs under it, whatever their pids after a worker restart) are exempt. /dev/shm is
+as the test process by design, and those of the session's Dask and Ray clusters (each one's
+host process and what runs under it, whatever their pids after a worker restart; for Ray also
+every process carrying the session Ray's own ``MANYBRAINS_TEST_RAY`` marker, which its
+servers and worker processes inherit wherever they are re-parented) are exempt. /dev/shm is
 machine-wide: only manybrains segments made by a process of this run (or by a process that
 has since died) are counted, so a concurrent session's processes and segments are never
 blamed here.
@@ -24,8 +26,11 @@ import gc
 import multiprocessing
 import os
 import secrets
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -97,6 +102,7 @@ def _processes() -> dict[int, str]:
     exempt = _long_lived()
     if _cluster.host is not None:  # a worker it restarts after a crash has a new pid
         exempt |= {_cluster.host.pid, *_descendants(_cluster.host.pid, children)}
+    exempt |= _session_ray_processes(table, children)
     found = {}
     for pid in ours:
         info = table[pid]
@@ -159,8 +165,9 @@ def leftovers(before: Snapshot) -> list[str]:
 @pytest.fixture(autouse=True)
 def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail the test if it leaves processes, threads or shared memory behind."""
-    if _backend_of(request) == "dask":  # up before the snapshot: not this test's leak
-        request.getfixturevalue("dask_cluster")
+    cluster = _SESSION_CLUSTERS.get(_backend_of(request) or "")
+    if cluster is not None:  # up before the snapshot: not this test's leak
+        request.getfixturevalue(cluster)
     before = _snapshot()
     yield
     mb.shutdown_default_pool()
@@ -212,11 +219,14 @@ CANNOT: dict[str, dict[str, str]] = {
     },
     "use_only_its_workers": {
         "dask": "a pool given a cluster's address runs on every worker of that cluster",
+        "ray": "a pool on a Ray cluster runs on every CPU of that cluster",
     },
     "report_worker_pids": {
         **{name: "tasks run in the test process" for name in ("threads", "asyncio", "inline")},
         "auto": "its rows are those of the engines it chose for each function",
         "dask": "a Dask worker is named by its address; its process is the cluster's",
+        "ray": "a Ray worker process is the cluster's, maybe on another machine: its row is "
+               "named by node and pid",
     },
 }
 
@@ -251,9 +261,12 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 def new_pool(backend: str, workers: int | None = 2, **options: Any) -> mb.Pool:
-    """The one place a test pool is made: on "dask", one that uses the session cluster."""
+    """The one place a test pool is made: on "dask" and "ray", one that uses the session's
+    cluster (on Ray through the connection the test process holds to it)."""
     if backend == "dask":
         return mb.Pool(workers, backend=mb.Dask(address=_cluster.address), **options)
+    if backend == "ray":
+        return mb.Pool(workers, backend=mb.Ray(address=_ray.address), **options)
     return mb.Pool(workers, backend=backend, **options)
 
 
@@ -343,3 +356,103 @@ def _close_cluster(host: subprocess.Popen[str]) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
     _cluster.host = _cluster.address = None
+
+
+# ---- the session's Ray cluster -------------------------------------------------------------
+
+# A local Ray instance in a process of its own, started the way ``mb.Ray()`` starts one (2
+# CPUs, 127.0.0.1, no dashboard), in a temporary folder of its own so that no other Ray on
+# this machine is joined or disturbed. Ray's servers and worker processes are its descendants
+# and inherit RAY_MARKER; the leak check exempts exactly those. Token authentication is off
+# on it: a driver joining by address would need the token, which is Ray's business, not ours.
+_RAY_SCRIPT = """
+import sys, ray
+context = ray.init(address="local", num_cpus=2, include_dashboard=False,
+                   _node_ip_address="127.0.0.1", configure_logging=False, _temp_dir=sys.argv[1])
+print(context.address_info["address"], flush=True)
+sys.stdin.read()  # until the test session closes the pipe
+ray.shutdown()
+"""
+RAY_MARKER = "MANYBRAINS_TEST_RAY"
+# The session cluster each backend's tests run on, started before a test's leak snapshot.
+_SESSION_CLUSTERS = {"dask": "dask_cluster", "ray": "ray_cluster"}
+
+
+class _SessionRay:
+    host: subprocess.Popen[str] | None = None
+    address: str | None = None
+
+
+_ray = _SessionRay()
+
+
+def _session_ray_processes(table: dict[int, dict[str, Any]], children: dict[int, list[int]]
+                           ) -> set[int]:
+    """The session Ray's processes: its host, what runs under it, and what carries its marker."""
+    if _ray.host is None:
+        return set()
+    marked = {pid for pid, info in table.items()
+              if (info["environ"] or {}).get(RAY_MARKER) == RUN_ID}
+    return {_ray.host.pid, *_descendants(_ray.host.pid, children), *marked}
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """One local Ray instance for the whole run (2 CPUs), and this process connected to it, as
+    a program that called ``ray.init(address=...)`` is: pools on "ray" run through that
+    connection. Yields the cluster's address."""
+    ray = pytest.importorskip("ray")
+    folder = tempfile.mkdtemp(prefix="mbray-")  # short: Ray's socket paths live under it
+    # the workers import the tests' task modules (tasks.py) by name, as a user's would
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path]),
+           RAY_MARKER: RUN_ID, "RAY_AUTH_MODE": "disabled"}
+    host = subprocess.Popen([sys.executable, "-c", _RAY_SCRIPT, folder], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env)
+    _ray.host = host
+    try:
+        assert host.stdout is not None
+        _ray.address = host.stdout.readline().strip()
+        assert _ray.address, "the session's Ray did not start"
+        _connect_to_ray(ray, _ray.address)
+        yield _ray.address
+    finally:
+        _close_ray(ray, host, folder)
+
+
+def _connect_to_ray(ray: Any, address: str) -> None:
+    """``ray.init`` to ``address``, keeping pytest's signal handlers (Ray sets SIGTERM's)."""
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        ray.init(address=address, configure_logging=False, log_to_driver=True)
+    finally:
+        for number, handler in handlers.items():
+            if handler is not None:
+                signal.signal(number, handler)
+
+
+def _close_ray(ray: Any, host: subprocess.Popen[str], folder: str) -> None:
+    """Disconnect, close the host's stdin (it stops Ray); SIGKILL, by pid, whatever of the
+    session's Ray lingers."""
+    with contextlib.suppress(Exception):
+        ray.shutdown()
+    family = _marked_ray_processes()
+    with contextlib.suppress(psutil.NoSuchProcess):
+        family += psutil.Process(host.pid).children(recursive=True)
+    with contextlib.suppress(OSError):
+        assert host.stdin is not None
+        host.stdin.close()
+    try:
+        host.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        host.kill()
+        host.wait()
+    for process in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    shutil.rmtree(folder, ignore_errors=True)
+    _ray.host = _ray.address = None
+
+
+def _marked_ray_processes() -> list[psutil.Process]:
+    return [proc for proc in psutil.process_iter(["environ"], ad_value=None)
+            if (proc.info["environ"] or {}).get(RAY_MARKER) == RUN_ID]
