@@ -49,6 +49,11 @@ RUN_MARKER = "MANYBRAINS_TEST_RUN"
 # Set before any test starts a process: each one inherits it, and so do their children.
 RUN_ID = f"{os.getpid()}-{secrets.token_hex(4)}"
 os.environ[RUN_MARKER] = RUN_ID
+# Every Ray process of the run (the session's cluster, this process and the scripts that join
+# it) keeps its servers on 127.0.0.1: on Linux, Ray does so only where told that clusters are
+# unsupported here (see manybrains.backends.ray.connection, which says so for a pool's own).
+RAY_LOOPBACK = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+os.environ.setdefault(RAY_LOOPBACK, "0")
 
 # Tunable for the fixture's own tests, which would otherwise wait the full settle time.
 _SETTLE_SECONDS = float(os.environ.get("MANYBRAINS_LEAK_SETTLE", "5"))
@@ -360,15 +365,15 @@ def _close_cluster(host: subprocess.Popen[str]) -> None:
 
 # ---- the session's Ray cluster -------------------------------------------------------------
 
-# A local Ray instance in a process of its own, started the way ``mb.Ray()`` starts one (2
-# CPUs, 127.0.0.1, no dashboard), in a temporary folder of its own so that no other Ray on
-# this machine is joined or disturbed. Ray's servers and worker processes are its descendants
+# A local Ray instance in a process of its own, started as ``mb.Ray()`` starts one (2 CPUs,
+# every server on 127.0.0.1, no dashboard), in a temporary folder of its own so that no other
+# Ray on this machine is joined or disturbed. Ray's servers and worker processes are its descendants
 # and inherit RAY_MARKER; the leak check exempts exactly those. Token authentication is off
 # on it: a driver joining by address would need the token, which is Ray's business, not ours.
 _RAY_SCRIPT = """
 import sys, ray
-context = ray.init(address="local", num_cpus=2, include_dashboard=False,
-                   _node_ip_address="127.0.0.1", configure_logging=False, _temp_dir=sys.argv[1])
+from manybrains.backends.ray.connection import start_local
+context = start_local(2, _temp_dir=sys.argv[1])
 print(context.address_info["address"], flush=True)
 sys.stdin.read()  # until the test session closes the pipe
 ray.shutdown()

@@ -180,11 +180,14 @@ def _new_process_tag() -> None:
 os.register_at_fork(after_in_child=_new_process_tag)
 
 
-def load_function(key: str, blob: bytes) -> Any:
-    """Unpickle a :class:`PickledOnce` function, from the cache when this process has it."""
+def load_function(key: str, blob: bytes | Callable[[], bytes]) -> Any:
+    """Unpickle a :class:`PickledOnce` function, from the cache when this process has it.
+
+    ``blob`` may be a callable that fetches the bytes, called only where the cache misses.
+    """
     fn = _FUNCTIONS.get(key)
     if fn is None:
         if len(_FUNCTIONS) >= 32:  # a long-lived worker sees many maps; keep only recent ones
             _FUNCTIONS.clear()
-        fn = _FUNCTIONS[key] = pickle.loads(blob)
+        fn = _FUNCTIONS[key] = pickle.loads(blob if isinstance(blob, bytes) else blob())
     return fn

@@ -24,7 +24,7 @@ ray = pytest.importorskip("ray")
 
 import faults  # noqa: E402 - after the skip
 import tasks  # noqa: E402 - the workers import it too: the cluster's PYTHONPATH has tests/
-from conftest import new_pool  # noqa: E402
+from conftest import RAY_LOOPBACK, new_pool  # noqa: E402
 
 import manybrains as mb  # noqa: E402
 from manybrains._remote import RemoteTraceback  # noqa: E402
@@ -39,9 +39,13 @@ def pool(ray_cluster: str) -> Iterator[mb.Pool]:
         yield made
 
 
-def _run_script(script: str, *args: str, **env: str) -> dict[str, object]:
-    """Run ``script`` in a child process (tests/ on its path); what it printed as JSON."""
+def _run_script(script: str, *args: str, unset: tuple[str, ...] = (), **env: str
+                ) -> dict[str, object]:
+    """Run ``script`` in a child process (tests/ on its path, ``unset`` not in its
+    environment); what it printed as JSON."""
     environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path]), **env}
+    for name in unset:
+        environ.pop(name, None)
     done = subprocess.run([sys.executable, "-c", script, *args], env=environ, text=True,
                           capture_output=True, timeout=100)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -52,12 +56,25 @@ def _run_script(script: str, *args: str, **env: str) -> dict[str, object]:
 # ---- the three connections ------------------------------------------------------------------
 
 _LOCAL = """
-import json, signal, sys, time
+import json, os, signal, sys, time
 import psutil, ray
 import manybrains as mb, tasks
 
 def on_sigterm(signum, frame):
     pass
+
+def listening():
+    # the addresses that this process and its children listen on
+    found = set()
+    for process in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        try:
+            # psutil 6 renamed connections() net_connections()
+            read = getattr(process, "net_connections", None) or process.connections
+            connections = read(kind="inet")
+        except psutil.Error:
+            continue
+        found |= {c.laddr.ip for c in connections if c.status == psutil.CONN_LISTEN}
+    return sorted(found)
 
 signal.signal(signal.SIGTERM, on_sigterm)
 started = time.monotonic()
@@ -66,7 +83,9 @@ facts = {"init_s": time.monotonic() - started, "address": pool.statistics().addr
          "capacity": pool.backend.capacity, "client": type(pool.client).__name__,
          "sigterm_kept": signal.getsignal(signal.SIGTERM) is on_sigterm,
          "ray_processes": len(psutil.Process().children(recursive=True)),
-         "squares": pool.map(tasks.square, range(300)) == [x * x for x in range(300)]}
+         "squares": pool.map(tasks.square, range(300)) == [x * x for x in range(300)],
+         "environment_kept": "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ}
+facts["listening"] = listening()
 started = time.monotonic()
 pool.shutdown()
 facts["shutdown_s"] = time.monotonic() - started
@@ -81,14 +100,18 @@ print(json.dumps(facts))
 
 
 @pytest.mark.timeout(120)
-def test_a_pool_of_its_own_starts_a_local_ray_ignoring_ray_address_and_stops_it(
+def test_a_pool_of_its_own_starts_a_local_ray_on_loopback_ignoring_ray_address_and_stops_it(
         ray_cluster: str) -> None:
     # RAY_ADDRESS names the session's cluster: a bare ray.init() would join it
-    facts = _run_script(_LOCAL, RAY_ADDRESS=ray_cluster)
+    # and without the run's loopback setting: the pool must keep its Ray on 127.0.0.1 itself
+    facts = _run_script(_LOCAL, RAY_ADDRESS=ray_cluster, unset=(RAY_LOOPBACK,))
     print(f"local Ray: started in {facts['init_s']:.2f} s, stopped in {facts['shutdown_s']:.2f} s")
     assert facts["address"] != ray_cluster and facts["capacity"] == 2, facts
     assert facts["client"] == "RayContext" and facts["squares"], facts
     assert facts["ray_processes"], "no Ray processes were started under the pool"
+    loopback = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
+    assert facts["listening"] and set(facts["listening"]) <= loopback, facts["listening"]
+    assert facts["environment_kept"], "the pool left Ray's loopback setting in os.environ"
     assert facts["sigterm_kept"] and facts["sigterm_after"], "ray.init took over SIGTERM"
     assert facts["connected_after"] is False and facts["left"] == [], facts
 

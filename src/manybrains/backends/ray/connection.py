@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -27,9 +28,11 @@ from typing import Any
 
 import ray
 
-__all__ = ("Connection", "connect")
+__all__ = ("Connection", "connect", "start_local")
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# What Ray reads to decide whether a node may take part in a cluster (see _loopback_only).
+_CLUSTERS_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # Ray warns on every local start that token authentication is on: news to nobody here.
 _AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 
@@ -58,11 +61,45 @@ def connect(address: str | None, workers: int) -> Connection:
         if address is not None:
             context = ray.init(address=address, configure_logging=False, log_to_driver=True)
             return Connection("address", context, _gcs_address())
-        # Explicit "local": RAY_ADDRESS (or a cluster `ray start` left) must not be joined.
-        context = ray.init(address="local", num_cpus=workers, include_dashboard=False,
-                           _node_ip_address="127.0.0.1", configure_logging=False,
-                           log_to_driver=True)
+        context = start_local(workers, log_to_driver=True)
     return Connection("local", context, _gcs_address())
+
+
+def start_local(cpus: int, **options: Any) -> Any:
+    """``ray.init`` of a fresh local instance of ``cpus`` CPUs, every server of it on
+    127.0.0.1, with no dashboard; ``options`` go to ``ray.init`` too."""
+    with _loopback_only():
+        # Explicit "local": RAY_ADDRESS (or a cluster `ray start` left) must not be joined.
+        return ray.init(address="local", num_cpus=cpus, include_dashboard=False,
+                        _node_ip_address="127.0.0.1", configure_logging=False, **options)
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Keep a local instance's servers on loopback while it starts.
+
+    Asked for 127.0.0.1, Ray takes the address of the machine's network interface instead,
+    and its servers listen there and on every interface, unless it believes clusters are
+    unsupported here (as on macOS and Windows), when it keeps to loopback. This says so for
+    the block: to the driver (a module constant, read at each call) and to the processes it
+    starts (the environment variable they inherit and read).
+    """
+    from ray._private import ray_constants
+
+    saved_env = os.environ.get(_CLUSTERS_ENV)
+    saved = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ[_CLUSTERS_ENV] = "0"
+    if saved is not None:
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if saved is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = saved
+        if saved_env is None:
+            os.environ.pop(_CLUSTERS_ENV, None)
+        else:
+            os.environ[_CLUSTERS_ENV] = saved_env
 
 
 def cluster_cpus() -> int | None:

@@ -44,15 +44,16 @@ class Slot:
     index: int
 
 
-def run(frame: bytes, meta: tuple[int, str, str | None], function: bytes,
+def run(frame: bytes, meta: tuple[int, str, str | None], function: bytes | tuple[Any],
         initializer: bytes | None, *arrays: Any) -> Iterator[bytes | None]:
     """Run one task: yield None once it starts, then its reply (see :func:`read_reply`).
 
     ``meta`` is ``(task id, the function's cache key, the initializer's key or None)``;
-    ``function`` the pickled function (:func:`~manybrains._serialize.load_function` keeps
-    each one once per worker), ``initializer`` the pool's pickled initializer and its
-    arguments, ``arrays`` the stored arrays the task's slots name (Ray hands them over
-    read-only, straight from the object store).
+    ``function`` the pickled function, or ``(its object ref,)`` for a big one
+    (:func:`~manybrains._serialize.load_function` keeps each one once per worker),
+    ``initializer`` the pool's pickled initializer and its arguments, ``arrays`` the stored
+    arrays the task's slots name (Ray hands them over read-only, straight from the object
+    store).
 
     A task's own exception never reaches Ray: the wire returns it inside the reply.
     """
@@ -72,8 +73,10 @@ def run(frame: bytes, meta: tuple[int, str, str | None], function: bytes,
 
 # Made from a module-level function, so that Ray exports it by reference: each worker imports
 # this module (and its caches) instead of unpickling a copy of the function. Ray never reruns
-# it (max_retries=0: the pool's retries decide) and never sees a task's own exception.
-execute = ray.remote(max_retries=0, retry_exceptions=False, num_returns="streaming")(run)
+# it (max_retries=0: the pool's retries decide) and never sees a task's own exception. Its
+# name is what Ray's task list and its workers' process titles show ("ray::manybrains").
+execute = ray.remote(  # type: ignore[call-overload]  # stubs lack the "name" task option
+    max_retries=0, retry_exceptions=False, num_returns="streaming", name="manybrains")(run)
 
 
 def read_reply(reply: bytes) -> tuple[int, float, int, str, memoryview]:
@@ -114,9 +117,10 @@ def _initialize(key: str, blob: bytes) -> tuple[BaseException | None, str] | Non
     return _initialized[key]
 
 
-def _unpickle(fn_key: str, function: bytes, arrays: tuple[Any, ...], frame: bytes
+def _unpickle(fn_key: str, function: bytes | tuple[Any], arrays: tuple[Any, ...], frame: bytes
               ) -> _wire.TaskParts:
-    fn = load_function(fn_key, function)
+    fn = load_function(fn_key, function if isinstance(function, bytes)
+                       else lambda: ray.get(function[0]))
     args, kwargs, items, star = loads(frame)
     filled = dict(zip(kwargs, _fill(kwargs.values(), arrays), strict=True))
     return fn, _fill(args, arrays), filled, items, star
