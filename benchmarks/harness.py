@@ -11,7 +11,8 @@ own. A cell's number is the median of its repeats, and its ratio is to the faste
 that workload (baselines such as the plain loop are shown but are not peers). A library that
 is not installed is reported as skipped; a cell that raises, gives a wrong result or runs out
 of time is reported as failed, with the reason. ``--tiny`` runs all the cells of one library
-in one subprocess, so that the whole matrix is checked in seconds: its numbers mean nothing.
+(or of one family of libraries: the Ray ones share one Ray instance) in one subprocess, so
+that the whole matrix is checked in seconds: its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -119,19 +120,27 @@ def run_subprocess(cells: Sequence[Cell], size: str, repeat: int, workers: int,
                    for k, lib in cells if (k, lib) not in finished]
 
 
+# A family's W5 (a fresh interpreter to its first result) starts a cluster of its own (a Ray
+# instance: several seconds of both cores), and a --tiny run checks wiring, not timings: those
+# cells run in full runs only.
+TINY_SKIPS_FAMILY_COLD = "--tiny: its fresh start starts a cluster of its own; full runs time it"
+
+
 def run_matrix(cells: Sequence[Cell], *, tiny: bool, repeat: int, workers: int,
                timeout: float, jobs: int) -> list[dict[str, Any]]:
     runnable, records = [], []
     for key, library in cells:
         adapter = ADAPTERS[library]
-        if adapter.available():
+        if tiny and adapter.family and key == "W5":
+            records.append({"workload": key, "library": library, "status": "skipped",
+                            "reason": TINY_SKIPS_FAMILY_COLD})
+        elif adapter.available():
             runnable.append((key, library))
         else:
             records.append({"workload": key, "library": library, "status": "skipped",
                             "reason": f"{adapter.module} is not installed"})
-    if tiny:  # one process per library: the matrix is checked, nothing is timed
-        groups = [[c for c in runnable if c[1] == lib] for lib in dict.fromkeys(
-            lib for _, lib in runnable)]
+    if tiny:  # the matrix is checked, nothing is timed
+        groups = tiny_groups(runnable)
         with ThreadPoolExecutor(jobs) as pool:
             for done in pool.map(lambda g: run_subprocess(g, "tiny", 1, workers, timeout),
                                  groups):
@@ -144,6 +153,16 @@ def run_matrix(cells: Sequence[Cell], *, tiny: bool, repeat: int, workers: int,
         progress(record)
         records.append(record)
     return records
+
+
+def tiny_groups(cells: Sequence[Cell]) -> list[list[Cell]]:
+    """One process per library, or per family of libraries that share what ``prepare``
+    starts (the Ray adapters: one Ray instance, started once), the families first: they are
+    the slowest."""
+    groups: dict[str, list[Cell]] = {}
+    for key, library in cells:
+        groups.setdefault(ADAPTERS[library].family or library, []).append((key, library))
+    return sorted(groups.values(), key=lambda g: ADAPTERS[g[0][1]].family is None)
 
 
 def run_full_cell(cell: Cell, repeat: int, workers: int, timeout: float) -> dict[str, Any]:
@@ -230,7 +249,7 @@ def machine() -> dict[str, Any]:
         pass
     versions = {}
     for package in ("manybrains", "loky", "joblib", "mpire", "pebble", "dask", "distributed",
-                    "numpy", "scipy", "cloudpickle", "psutil", "matplotlib"):
+                    "ray", "numpy", "scipy", "cloudpickle", "psutil", "matplotlib"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -335,7 +354,8 @@ def run(args: argparse.Namespace, workers: int) -> dict[str, Any]:
         "workloads": {k: {"title": w.title, "clock": w.clock, "cold": w.cold,
                           "sizes": w.tiny if args.tiny else w.full}
                       for k, w in WORKLOADS.items() if k in keys},
-        "libraries": {name: {"kind": a.kind, "how": a.how} for name, a in ADAPTERS.items()},
+        "libraries": {name: {"kind": a.kind, "how": a.how, "family": a.family}
+                      for name, a in ADAPTERS.items()},
         "cells": summarise(records, workers),
     }
 

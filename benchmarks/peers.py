@@ -3,7 +3,8 @@ settings, so that every comparison is with the peer at its best rather than at i
 
 The workloads are written once against these operations::
 
-    prepare()                     untimed: start a Dask cluster; nothing for the others
+    prepare()                     untimed: start a Dask cluster or a Ray instance; nothing
+                                  for the others
     new_array(shape)              where a big input is built (manybrains: in shared memory)
     share(array) -> handle, init  make one big array readable by every worker, its natural way
     start(inits)                  start the pool; each init runs once in every worker
@@ -23,8 +24,11 @@ user of those APIs has to pick a number and that rule is the well-known one.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import math
 import multiprocessing
+import os
+import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
@@ -35,6 +39,10 @@ Init = tuple[Callable[..., object], tuple[Any, ...]]
 # A handle that tells a task to read the array its worker's initializer stored (the stdlib
 # way: initializer + initargs, inherited through fork or pickled once per worker).
 WORKER_GLOBAL = "worker-global array"
+# Every Ray instance of a run (the peers' and the cold starts' in child processes, which
+# inherit this) keeps its servers on 127.0.0.1: Ray on Linux does so only where told that
+# clusters are unsupported here. mb.Ray() does the same for the instance it starts.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 _worker_array: Any = None
 _inits_done: set[str] = set()
 
@@ -50,6 +58,9 @@ def resolve(shared: Any) -> Any:
 
     if isinstance(shared, str) and shared == WORKER_GLOBAL:
         return _worker_array
+    ray = sys.modules.get("ray")
+    if ray is not None and isinstance(shared, ray.ObjectRef):  # ray.put once: read in place
+        return ray.get(shared)
     return np.asarray(shared)
 
 
@@ -101,6 +112,10 @@ class Adapter:
     module: ClassVar[str]  # what must import for the adapter to run; its version is reported
     kind: ClassVar[str] = "peer"  # "ours", "peer" or "baseline"
     how: ClassVar[str] = ""  # one line for the report: API, start method, settings
+    # Adapters of one family share what prepare() starts (one Ray instance per process): a
+    # --tiny run checks a family in one process, and the report sets an "ours" member
+    # against the family's best peer too.
+    family: ClassVar[str | None] = None
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -497,10 +512,14 @@ _cluster: Any = None
 
 
 def close_clusters() -> None:
+    """Close what the adapters' prepare() started in this process: Dask's cluster, Ray."""
     global _cluster
-    if _cluster is not None:
-        _cluster.close()
-        _cluster = None
+    try:
+        if _cluster is not None:
+            _cluster.close()
+            _cluster = None
+    finally:
+        stop_ray()
 
 
 class Dask(Adapter):
@@ -571,6 +590,243 @@ class Dask(Adapter):
                 "host='127.0.0.1', dashboard_address=None))\n"
                 "client.submit(abs, -1).result()")
 
+# ---- Ray --------------------------------------------------------------------------------------
+
+# One Ray instance per process, shared by the three Ray adapters as the Dask cluster is: started
+# by the first prepare(), before any clock runs, and kept for the next cell (the --tiny run
+# checks every workload of the family in one process); close_clusters() stops it.
+_ray_cpus: int | None = None
+
+
+def start_ray(workers: int) -> None:
+    """A local Ray instance of ``workers`` CPUs on 127.0.0.1, unless one is up already."""
+    global _ray_cpus
+    import ray
+
+    if ray.is_initialized():
+        if _ray_cpus in (None, workers):  # None: opened by our caller, who closes it
+            return
+        ray.shutdown()
+    # address="local": a fresh instance, never a cluster someone else left running here
+    ray.init(address="local", num_cpus=workers, include_dashboard=False,
+             _node_ip_address="127.0.0.1", configure_logging=False)
+    _ray_cpus = workers
+
+
+def stop_ray() -> None:
+    global _ray_cpus
+    if _ray_cpus is not None:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        _ray_cpus = None
+
+
+def run_batch(fn: Callable[..., Any], items: Sequence[Any], **kwargs: Any) -> list[Any]:
+    """One Ray task for a batch of calls (Ray's docs' remedy for tasks that are too small)."""
+    return [fn(x, **kwargs) for x in items]
+
+
+def call_one(fn: Callable[..., Any], x: Any, **kwargs: Any) -> Any:
+    return fn(x, **kwargs)
+
+
+class Caller:
+    """A threaded Ray actor's class (``max_concurrency``): Ray's threads for waiting work."""
+
+    def call(self, fn: Callable[..., Any], x: Any) -> Any:
+        return fn(x)
+
+
+_RAY_INIT = ("ray.init(address='local', include_dashboard=False, "
+             "_node_ip_address='127.0.0.1', configure_logging=False)")
+
+
+class RayPool(Adapter):
+    name = "ray-pool"
+    module = "ray"
+    family = "ray"
+    how = ("ray.util.multiprocessing.Pool (one actor process per worker) on a local Ray "
+           "instance started before the clock, initializer/initargs, map's own chunking "
+           "(n/(4 workers)); a big shared input: ray.put once, each task ray.get's it in "
+           "place; no thread pool: waiting work on the actors, chunksize 1")
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        self._pool: Any = None
+        self._stored: list[Any] = []
+
+    def prepare(self) -> None:
+        start_ray(self.workers)
+
+    def share(self, array: Any) -> tuple[Any, Init | None]:
+        import ray
+
+        self._stored.append(ray.put(array))
+        return self._stored[-1], None
+
+    def start(self, inits: Sequence[Init] = ()) -> None:
+        from ray.util.multiprocessing import Pool
+
+        self._pool = Pool(self.workers, initializer=run_inits if inits else None,
+                          initargs=tuple(inits))
+
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], *, chunksize: int | None = None,
+            shared: Any = None) -> list[Any]:
+        return list(self._pool.map(_with_shared(fn, shared), items, chunksize))
+
+    def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool.join()
+            self._pool = None
+
+    def release(self) -> None:
+        self._stored.clear()
+
+    def cold_start_code(self) -> str:
+        return (f"import ray\n{_RAY_INIT}\n"
+                "from ray.util.multiprocessing import Pool\n"
+                "Pool().apply(abs, (-1,))")
+
+
+class RayRemote(Adapter):
+    name = "ray-remote"
+    module = "ray"
+    family = "ray"
+    how = ("ray.remote tasks + ray.get on a local Ray instance started before the clock: one "
+           "task per call for the defaults and where chunksize is 1, else one task per batch "
+           "of chunksize calls (n/(4 workers) by default); big arrays as task arguments (Ray "
+           "puts them in its object store) or ray.put once; per-worker set-up loaded once per "
+           "process on first use; waiting work: a threaded actor (max_concurrency), a thread "
+           "per call")
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        self._inits: tuple[Init, ...] = ()
+        self._remotes: dict[int, tuple[Any, Any]] = {}
+        self._stored: list[Any] = []
+        self._waiter: Any = None
+
+    def prepare(self) -> None:
+        start_ray(self.workers)
+
+    def share(self, array: Any) -> tuple[Any, Init | None]:
+        import ray
+
+        self._stored.append(ray.put(array))  # a task given the ref gets the array itself
+        return self._stored[-1], None
+
+    def start(self, inits: Sequence[Init] = ()) -> None:
+        self._inits = tuple(inits)
+
+    def _remote(self, fn: Callable[..., Any]) -> Any:
+        """``ray.remote(fn)``, made once per function (each one is exported to the cluster)."""
+        import ray
+
+        made = self._remotes.get(id(fn))
+        if made is None or made[0] is not fn:
+            made = self._remotes[id(fn)] = (fn, ray.remote(fn))
+        return made[1]
+
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], *, chunksize: int | None = None,
+            shared: Any = None) -> list[Any]:
+        import ray
+
+        kwargs = {} if shared is None else {"shared": shared}
+        task = InitOnce(fn, self._inits) if self._inits else fn
+        size = self._chunk(len(items), chunksize)
+        if size == 1:
+            return self._per_item(task, items, kwargs)
+        batch = self._remote(run_batch)
+        refs = [batch.remote(task, items[i:i + size], **kwargs)
+                for i in range(0, len(items), size)]
+        return [result for part in ray.get(refs) for result in part]
+
+    def _per_item(self, fn: Callable[..., Any], items: Sequence[Any],
+                  kwargs: dict[str, Any]) -> list[Any]:
+        """One task per call: ``ray.remote(fn)``, or a function that calls ``fn`` where Ray
+        cannot make a remote function of it (a partial, a callable object)."""
+        import ray
+
+        if inspect.isfunction(fn):
+            remote = self._remote(fn)
+            return list(ray.get([remote.remote(x, **kwargs) for x in items]))
+        one = self._remote(call_one)
+        return list(ray.get([one.remote(fn, x, **kwargs) for x in items]))
+
+    def map_defaults(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+        return self._per_item(fn, items, {})
+
+    def map_arrays(self, fn: Callable[..., Any], arrays: Sequence[Any]) -> list[Any]:
+        return self._per_item(fn, arrays, {})
+
+    def map_waiting(self, fn: Callable[..., Any], items: Sequence[Any],
+                    coroutine: Callable[..., Any]) -> list[Any]:
+        import ray
+
+        if self._waiter is None:
+            actor = ray.remote(num_cpus=0, max_concurrency=len(items))(Caller)
+            self._waiter = actor.remote()
+        return list(ray.get([self._waiter.call.remote(fn, x) for x in items]))
+
+    def stop(self) -> None:
+        if self._waiter is not None:
+            import ray
+
+            ray.kill(self._waiter)
+            self._waiter = None
+
+    def release(self) -> None:
+        self._stored.clear()
+        self._remotes.clear()
+
+    def cold_start_code(self) -> str:
+        return (f"import ray\n{_RAY_INIT}\n"
+                "ray.get(ray.remote(lambda x: abs(x)).remote(-1))")
+
+
+class ManybrainsRay(Adapter):
+    name = "manybrains-ray"
+    module = "ray"
+    kind = "ours"
+    family = "ray"
+    how = ("Pool(backend=manybrains.Ray()) on the same local Ray instance as the Ray peers "
+           "(started before the clock; the pool runs through that connection), chunksize "
+           "auto, initializer/initargs; a big shared input handed to the initializer (pickled "
+           "once, put in Ray's object store once, unpickled once per worker: an ObjectRef "
+           "inside a manybrains task cannot be read in the worker); waiting work on the Ray "
+           "workers, chunksize 1")
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        self._pool: Any = None
+
+    def prepare(self) -> None:
+        start_ray(self.workers)
+
+    def start(self, inits: Sequence[Init] = ()) -> None:
+        import manybrains as mb
+
+        self._pool = mb.Pool(self.workers, backend=mb.Ray(),
+                             initializer=run_inits if inits else None, initargs=tuple(inits))
+
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], *, chunksize: int | None = None,
+            shared: Any = None) -> list[Any]:
+        return self._pool.map(_with_shared(fn, shared), items, chunksize=chunksize or "auto")
+
+    def map_defaults(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+        return self._pool.map(fn, items)
+
+    def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def cold_start_code(self) -> str:
+        return "import manybrains as mb\nmb.Pool(backend='ray').submit(abs, -1).result()"
+
 
 # ---- baselines --------------------------------------------------------------------------------
 
@@ -631,5 +887,5 @@ class Asyncio(Adapter):
 
 
 ADAPTERS: dict[str, type[Adapter]] = {a.name: a for a in (
-    Manybrains, StdlibPool, StdlibExecutor, Loky, Joblib, Mpire, Pebble, Dask, Serial, Threads,
-    Asyncio)}
+    Manybrains, ManybrainsRay, StdlibPool, StdlibExecutor, Loky, Joblib, Mpire, Pebble, Dask,
+    RayPool, RayRemote, Serial, Threads, Asyncio)}
