@@ -249,6 +249,13 @@ def test_the_initializer_runs_once_in_each_worker_process_before_its_tasks(
     assert {str(pid) for pid in ran} <= set(initialized)
 
 
+def test_a_big_initializer_runs_from_the_object_store(ray_cluster: str) -> None:
+    ballast = bytes(range(256)) * 8192  # 2 MB of initargs: above the store threshold
+    with new_pool("ray", initializer=tasks.remember, initargs=(ballast,)) as pool:
+        seen = pool.map(lambda _: len(tasks.recall()), range(40), chunksize=2)
+    assert seen == [len(ballast)] * 40
+
+
 def test_a_big_array_is_stored_once_and_again_when_it_changes(pool: mb.Pool) -> None:
     numpy = pytest.importorskip("numpy")
     array = numpy.ones(300_000)  # 2.4 MB: above the store threshold
@@ -258,6 +265,20 @@ def test_a_big_array_is_stored_once_and_again_when_it_changes(pool: mb.Pool) -> 
     array[:] = 2.0
     assert pool.submit(tasks.array_sum, array).result(timeout=30) == 600_000.0
     assert pool.statistics().stored == 2
+
+
+def test_big_arrays_mapped_over_are_stored_once_each_not_pickled_into_chunks(pool: mb.Pool
+                                                                           ) -> None:
+    numpy = pytest.importorskip("numpy")
+    arrays = [numpy.full(200_000, float(i)) for i in range(6)]  # 1.6 MB each
+    assert pool.map(tasks.array_sum, arrays, chunksize=2) == [a.sum() for a in arrays]
+    assert pool.statistics().stored == 6
+    pairs = [(a, 0.5) for a in arrays]
+    assert pool.starmap(tasks.array_sum, pairs, chunksize=3) == [a.sum() * 0.5 for a in arrays]
+    assert pool.statistics().stored == 6  # the same arrays: compared, not stored again
+    back = pool.map(faults.identity, arrays[:2])
+    assert all(b.flags.writeable and numpy.array_equal(a, b)
+               for a, b in zip(arrays[:2], back, strict=True))
 
 
 def test_results_are_writable_even_when_they_come_from_the_object_store(pool: mb.Pool

@@ -166,8 +166,8 @@ class RayBackend(Backend):
     def submit(self, task: Task, *, timeout: float | None = None, retries: int = 0
                ) -> Future[Any]:
         check_open(self._closed, self._broken)
-        args, kwargs, refs = self._stored.arguments(task)
-        frame = bytes(dumps_checked((args, kwargs, task.items, task.star), header=b"",
+        args, kwargs, items, refs = self._stored.arguments(task)
+        frame = bytes(dumps_checked((args, kwargs, items, task.star), header=b"",
                                     parts=task.parts))
         fn_key, function = self._stored.function(task)
         init_key, initializer = self._initializer or (None, None)
@@ -374,14 +374,16 @@ class RayBackend(Backend):
 
 
 def _pickled_initializer(options: PoolOptions[Ray]) -> tuple[str, Any] | None:
-    """``(key, blob or its object ref)``: the initializer and its arguments, pickled once."""
+    """``(key, blob or (its object ref,))``: the initializer and its arguments, pickled
+    once."""
     if options.initializer is None:
         return None
     call = functools.partial(options.initializer, *options.initargs)
     key, blob = PickledOnce(call).pickled(lambda: [
         ("the initializer", options.initializer),
         *((f"initargs[{i}]", a) for i, a in enumerate(options.initargs))])
-    return key, ray.put(blob) if len(blob) >= STORE_BYTES else blob
+    # stored, it travels as (ref,), as a big function does: fetched only where not yet run
+    return key, (ray.put(blob),) if len(blob) >= STORE_BYTES else blob
 
 
 def _unwrapped(exc: ray.exceptions.RayTaskError) -> BaseException:

@@ -16,6 +16,7 @@ import sys
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import ray
@@ -59,12 +60,19 @@ class Stored:
                     self._functions.popitem(last=False)
         return entry[1], entry[2]
 
-    def arguments(self, task: Task) -> tuple[tuple[Any, ...], dict[str, Any], list[Any]]:
-        """``task``'s arguments with big numpy arrays replaced by slots, and their refs."""
+    def arguments(self, task: Task
+                  ) -> tuple[tuple[Any, ...], dict[str, Any], Sequence[Any] | None, list[Any]]:
+        """``task``'s arguments and items with big numpy arrays replaced by slots, and the
+        arrays' refs.
+
+        A chunk's items are looked through only where its first item is (or, for starmap,
+        holds) an array: a map over arrays gives arrays throughout, and a map over a million
+        numbers is not slowed down by a look at each one.
+        """
         refs: list[Any] = []
-        if "numpy" not in sys.modules or task.items is not None:
-            return task.args, task.kwargs, refs
-        numpy = sys.modules["numpy"]
+        numpy = sys.modules.get("numpy")
+        if numpy is None:
+            return task.args, task.kwargs, task.items, refs
 
         def slot(value: Any) -> Any:
             if not isinstance(value, numpy.ndarray) or value.nbytes < STORE_BYTES \
@@ -73,8 +81,12 @@ class Stored:
             refs.append(self._array(value))
             return Slot(len(refs) - 1)
 
-        return (tuple(map(slot, task.args)), {k: slot(v) for k, v in task.kwargs.items()},
-                refs)
+        args = tuple(map(slot, task.args))
+        kwargs = {k: slot(v) for k, v in task.kwargs.items()}
+        items = task.items
+        if isinstance(items, (list, tuple)) and items and _holds_array(items[0], numpy):
+            items = [tuple(map(slot, item)) if task.star else slot(item) for item in items]
+        return args, kwargs, items, refs
 
     def _array(self, array: Any) -> Any:
         with self._lock:
@@ -100,6 +112,12 @@ class Stored:
         with self._lock:
             self._functions.clear()
             self._arrays.clear()
+
+
+def _holds_array(item: Any, numpy: Any) -> bool:
+    if isinstance(item, (tuple, list)):
+        return any(isinstance(value, numpy.ndarray) for value in item)
+    return isinstance(item, numpy.ndarray)
 
 
 def _same_content(array: Any, stored: Any) -> bool:

@@ -19,7 +19,7 @@ import os
 import struct
 import sys
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +45,7 @@ class Slot:
 
 
 def run(frame: bytes, meta: tuple[int, str, str | None], function: bytes | tuple[Any],
-        initializer: bytes | None, *arrays: Any) -> Iterator[bytes | None]:
+        initializer: bytes | tuple[Any] | None, *arrays: Any) -> Iterator[bytes | None]:
     """Run one task: yield None once it starts, then its reply (see :func:`read_reply`).
 
     ``meta`` is ``(task id, the function's cache key, the initializer's key or None)``;
@@ -99,7 +99,7 @@ def _node_address() -> bytes:
     return _node[0]
 
 
-def _initialize(key: str, blob: bytes) -> tuple[BaseException | None, str] | None:
+def _initialize(key: str, blob: bytes | tuple[Any]) -> tuple[BaseException | None, str] | None:
     """Run the pool ``key``'s initializer unless this process did; its failure, if any.
 
     A failure is kept: every later task of that pool here fails the same way, as in a
@@ -107,7 +107,7 @@ def _initialize(key: str, blob: bytes) -> tuple[BaseException | None, str] | Non
     """
     if key not in _initialized:
         try:
-            load_function(key, blob)()
+            load_function(key, _fetched(blob))()
         except BaseException as exc:  # noqa: BLE001 - reported to the pool, which breaks
             _initialized[key] = _wire.error_body(exc)
         else:
@@ -119,11 +119,21 @@ def _initialize(key: str, blob: bytes) -> tuple[BaseException | None, str] | Non
 
 def _unpickle(fn_key: str, function: bytes | tuple[Any], arrays: tuple[Any, ...], frame: bytes
               ) -> _wire.TaskParts:
-    fn = load_function(fn_key, function if isinstance(function, bytes)
-                       else lambda: ray.get(function[0]))
+    fn = load_function(fn_key, _fetched(function))
     args, kwargs, items, star = loads(frame)
+    if not arrays:
+        return fn, args, kwargs, items, star
     filled = dict(zip(kwargs, _fill(kwargs.values(), arrays), strict=True))
+    if items is not None and isinstance(items, list):  # a chunk whose items may hold slots
+        items = [_fill(item, arrays) if star else _fill((item,), arrays)[0] for item in items]
     return fn, _fill(args, arrays), filled, items, star
+
+
+def _fetched(blob: bytes | tuple[Any]) -> bytes | Callable[[], bytes]:
+    """The bytes, or for ``(object ref,)`` a call that fetches them (made only on a miss)."""
+    if isinstance(blob, bytes):
+        return blob
+    return lambda: ray.get(blob[0])
 
 
 def _fill(values: Any, arrays: tuple[Any, ...]) -> tuple[Any, ...]:
