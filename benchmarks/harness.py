@@ -3,16 +3,19 @@
     python -m benchmarks.harness                  # everything; writes docs/benchmarks.{md,png,json}
     python -m benchmarks.harness --tiny           # seconds: every workload and library, tiny sizes
     python -m benchmarks.harness --only W1,W3 --repeat 5 --json out.json
+    python -m benchmarks.harness --only S1,W1n --libraries manybrains,loky --json out.json
     python -m benchmarks.harness --from-json docs/benchmarks.json --out docs   # redraw only
 
 Each cell (one workload on one library) runs in a fresh subprocess with a time limit; a cold
 workload (pool start-up is part of its clock) runs each repeat in a fresh subprocess of its
 own. A cell's number is the median of its repeats, and its ratio is to the fastest peer on
 that workload (baselines such as the plain loop are shown but are not peers). A library that
-is not installed is reported as skipped; a cell that raises, gives a wrong result or runs out
-of time is reported as failed, with the reason. ``--tiny`` runs all the cells of one library
-(or of one family of libraries: the Ray ones share one Ray instance) in one subprocess, so
-that the whole matrix is checked in seconds: its numbers mean nothing.
+is not installed is reported as skipped, and so is one whose adapter lacks the operation a
+workload needs (S1: a one-future-per-task API), with that reason; a cell that raises, gives a
+wrong result or runs out of time is reported as failed, with the reason. ``--tiny`` runs all
+the cells of one library (or of one family of libraries: the Ray ones share one Ray
+instance) in one subprocess, so that the whole matrix is checked in seconds: its numbers
+mean nothing.
 """
 
 from __future__ import annotations
@@ -126,19 +129,29 @@ def run_subprocess(cells: Sequence[Cell], size: str, repeat: int, workers: int,
 TINY_SKIPS_FAMILY_COLD = "--tiny: its fresh start starts a cluster of its own; full runs time it"
 
 
+def skip_reason(cell: Cell, *, tiny: bool) -> str | None:
+    """Why ``cell`` is not run at all, or None: it runs."""
+    key, library = cell
+    adapter, needs = ADAPTERS[library], WORKLOADS[key].needs
+    if needs is not None and not adapter.supports(needs[0]):
+        return needs[1]
+    if tiny and adapter.family and key == "W5":
+        return TINY_SKIPS_FAMILY_COLD
+    if not adapter.available():
+        return f"{adapter.module} is not installed"
+    return None
+
+
 def run_matrix(cells: Sequence[Cell], *, tiny: bool, repeat: int, workers: int,
                timeout: float, jobs: int) -> list[dict[str, Any]]:
     runnable, records = [], []
     for key, library in cells:
-        adapter = ADAPTERS[library]
-        if tiny and adapter.family and key == "W5":
-            records.append({"workload": key, "library": library, "status": "skipped",
-                            "reason": TINY_SKIPS_FAMILY_COLD})
-        elif adapter.available():
+        reason = skip_reason((key, library), tiny=tiny)
+        if reason is None:
             runnable.append((key, library))
         else:
             records.append({"workload": key, "library": library, "status": "skipped",
-                            "reason": f"{adapter.module} is not installed"})
+                            "reason": reason})
     if tiny:  # the matrix is checked, nothing is timed
         groups = tiny_groups(runnable)
         with ThreadPoolExecutor(jobs) as pool:

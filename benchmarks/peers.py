@@ -10,6 +10,10 @@ The workloads are written once against these operations::
     start(inits)                  start the pool; each init runs once in every worker
     map(fn, items, chunksize=, shared=)   [fn(x) or fn(x, shared=handle) for x in items]
     map_defaults(fn, items)       the one-liner a user writes first, with the defaults
+    submit_each(fn, items)        one future per call, each submitted on its own, then every
+                                  result collected: [fn(x) for x in items]; a library without
+                                  such an API keeps the default, which raises
+                                  NotImplementedError, and the harness reports it as skipped
     map_arrays(fn, arrays)        big arrays as task arguments
     map_waiting(fn, items, coroutine)   calls that wait: threads where the library has them
     fold(new_state, step, finish, items)  per-worker state, handed back at the end
@@ -124,6 +128,11 @@ class Adapter:
     def available(cls) -> bool:
         return importlib.util.find_spec(cls.module) is not None
 
+    @classmethod
+    def supports(cls, operation: str) -> bool:
+        """Whether this adapter has its own ``operation`` rather than the base class's."""
+        return getattr(cls, operation) is not getattr(Adapter, operation)
+
     def prepare(self) -> None:
         pass
 
@@ -144,6 +153,9 @@ class Adapter:
 
     def map_defaults(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
         return self.map(fn, items)
+
+    def submit_each(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+        raise NotImplementedError(f"{self.name} has no one-future-per-task API")
 
     def map_arrays(self, fn: Callable[..., Any], arrays: Sequence[Any]) -> list[Any]:
         return self.map(fn, arrays)
@@ -178,7 +190,7 @@ class Manybrains(Adapter):
     kind = "ours"
     how = ("Pool (template start method), chunksize auto; defaults and waiting work: "
            "manybrains.map (backend auto); a big shared input handed to the initializer, which "
-           "template workers inherit without a copy")
+           "template workers inherit without a copy; one future per task: Pool.submit")
 
     def __init__(self, workers: int) -> None:
         super().__init__(workers)
@@ -198,6 +210,10 @@ class Manybrains(Adapter):
         import manybrains as mb
 
         return mb.map(fn, items)
+
+    def submit_each(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+        futures = [self._pool.submit(fn, x) for x in items]
+        return [future.result() for future in futures]
 
     def map_waiting(self, fn: Callable[..., Any], items: Sequence[Any],
                     coroutine: Callable[..., Any]) -> list[Any]:
@@ -221,8 +237,8 @@ class StdlibPool(Adapter):
     name = "multiprocessing"
     module = "multiprocessing"
     how = ("multiprocessing.Pool (platform default start method: fork on Linux before 3.14), "
-           "initializer/initargs, map's own chunking; waiting work: "
-           "multiprocessing.pool.ThreadPool, one thread per call")
+           "initializer/initargs, map's own chunking; one future per task: apply_async + "
+           "get; waiting work: multiprocessing.pool.ThreadPool, one thread per call")
 
     def __init__(self, workers: int) -> None:
         super().__init__(workers)
@@ -236,6 +252,10 @@ class StdlibPool(Adapter):
     def map(self, fn: Callable[..., Any], items: Sequence[Any], *, chunksize: int | None = None,
             shared: Any = None) -> list[Any]:
         return self._pool.map(_with_shared(fn, shared), items, chunksize)
+
+    def submit_each(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+        pending = [self._pool.apply_async(fn, (x,)) for x in items]
+        return [result.get() for result in pending]
 
     def map_waiting(self, fn: Callable[..., Any], items: Sequence[Any],
                     coroutine: Callable[..., Any]) -> list[Any]:
@@ -260,8 +280,8 @@ class StdlibExecutor(Adapter):
     name = "concurrent.futures"
     module = "concurrent.futures"
     how = ("ProcessPoolExecutor (platform default start method: fork on Linux before 3.14), "
-           "initializer/initargs, map(chunksize=n/(4 workers)); waiting work: "
-           "ThreadPoolExecutor, a thread per call")
+           "initializer/initargs, map(chunksize=n/(4 workers)); one future per task: submit + "
+           "result; waiting work: ThreadPoolExecutor, a thread per call")
 
     def __init__(self, workers: int) -> None:
         super().__init__(workers)
@@ -281,6 +301,10 @@ class StdlibExecutor(Adapter):
 
     def map_defaults(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
         return list(self._pool.map(fn, items))
+
+    def submit_each(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+        futures = [self._pool.submit(fn, x) for x in items]
+        return [future.result() for future in futures]
 
     def map_waiting(self, fn: Callable[..., Any], items: Sequence[Any],
                     coroutine: Callable[..., Any]) -> list[Any]:
@@ -307,7 +331,8 @@ class Loky(Adapter):
     name = "loky"
     module = "loky"
     how = ("get_reusable_executor (loky start method), initializer/initargs (pickled to each "
-           "worker), map(chunksize=n/(4 workers)); no thread pool: waiting work on processes")
+           "worker), map(chunksize=n/(4 workers)); one future per task: submit + result; no "
+           "thread pool: waiting work on processes")
 
     def __init__(self, workers: int) -> None:
         super().__init__(workers)
@@ -328,6 +353,10 @@ class Loky(Adapter):
     def map_defaults(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
         return list(self._pool.map(fn, items))
 
+    def submit_each(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+        futures = [self._pool.submit(fn, x) for x in items]
+        return [future.result() for future in futures]
+
     def stop(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
@@ -342,8 +371,8 @@ class Joblib(Adapter):
     name = "joblib"
     module = "joblib"
     how = ("Parallel(n_jobs, backend loky), batch_size auto, big arrays memory-mapped "
-           "automatically; per-worker set-up loaded once per process on first use; waiting "
-           "work: prefer='threads', a thread per call")
+           "automatically; per-worker set-up loaded once per process on first use; no "
+           "one-future-per-task API; waiting work: prefer='threads', a thread per call")
 
     def __init__(self, workers: int) -> None:
         super().__init__(workers)
@@ -381,8 +410,9 @@ class Mpire(Adapter):
     name = "mpire"
     module = "mpire"
     how = ("WorkerPool (fork), keep_alive, worker_init, shared_objects for big arrays, "
-           "use_worker_state + worker_exit for per-worker state, automatic chunking; waiting "
-           "work: start_method='threading', a thread per call")
+           "use_worker_state + worker_exit for per-worker state, automatic chunking; one "
+           "future per task: apply_async + get; waiting work: start_method='threading', a "
+           "thread per call")
 
     def __init__(self, workers: int) -> None:
         super().__init__(workers)
@@ -425,6 +455,10 @@ class Mpire(Adapter):
     def map_defaults(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
         return self._pool.map(fn, items)
 
+    def submit_each(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+        pending = [self._pool.apply_async(fn, (x,)) for x in items]
+        return [result.get() for result in pending]
+
     def map_waiting(self, fn: Callable[..., Any], items: Sequence[Any],
                     coroutine: Callable[..., Any]) -> list[Any]:
         from mpire import WorkerPool
@@ -461,8 +495,8 @@ class Pebble(Adapter):
     name = "pebble"
     module = "pebble"
     how = ("ProcessPool (platform default start method: fork on Linux before 3.14), "
-           "initializer/initargs, map(chunksize=n/(4 workers)); waiting work: "
-           "pebble.ThreadPool, a thread per call")
+           "initializer/initargs, map(chunksize=n/(4 workers)); one future per task: "
+           "schedule + result; waiting work: pebble.ThreadPool, a thread per call")
 
     def __init__(self, workers: int) -> None:
         super().__init__(workers)
@@ -483,6 +517,10 @@ class Pebble(Adapter):
 
     def map_defaults(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
         return list(self._pool.map(fn, items).result())
+
+    def submit_each(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+        futures = [self._pool.schedule(fn, args=(x,)) for x in items]
+        return [future.result() for future in futures]
 
     def map_waiting(self, fn: Callable[..., Any], items: Sequence[Any],
                     coroutine: Callable[..., Any]) -> list[Any]:
@@ -527,7 +565,8 @@ class Dask(Adapter):
     module = "distributed"
     how = ("LocalCluster on 127.0.0.1 (worker processes, 1 thread each; started before the "
            "clock), dask.bag with 4 partitions per worker, scatter for big arrays, client.run "
-           "for per-worker set-up; waiting work: the threaded scheduler, a thread per call")
+           "for per-worker set-up; one future per task: client.submit (pure=False) + "
+           "client.gather; waiting work: the threaded scheduler, a thread per call")
 
     def __init__(self, workers: int) -> None:
         super().__init__(workers)
@@ -562,6 +601,9 @@ class Dask(Adapter):
         import dask.bag as db
 
         return db.from_sequence(items).map(fn).compute()
+
+    def submit_each(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+        return self._gather([self._client.submit(fn, x, pure=False) for x in items])
 
     def map_arrays(self, fn: Callable[..., Any], arrays: Sequence[Any]) -> list[Any]:
         # hash=False: a warm run scatters equal arrays again, under the keys the previous
@@ -650,7 +692,8 @@ class RayPool(Adapter):
     how = ("ray.util.multiprocessing.Pool (one actor process per worker) on a local Ray "
            "instance started before the clock, initializer/initargs, map's own chunking "
            "(n/(4 workers)); a big shared input: ray.put once, each task ray.get's it in "
-           "place; no thread pool: waiting work on the actors, chunksize 1")
+           "place; one future per task: apply_async + get; no thread pool: waiting work on "
+           "the actors, chunksize 1")
 
     def __init__(self, workers: int) -> None:
         super().__init__(workers)
@@ -676,6 +719,10 @@ class RayPool(Adapter):
             shared: Any = None) -> list[Any]:
         return list(self._pool.map(_with_shared(fn, shared), items, chunksize))
 
+    def submit_each(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+        pending = [self._pool.apply_async(fn, (x,)) for x in items]
+        return [result.get() for result in pending]
+
     def stop(self) -> None:
         if self._pool is not None:
             self._pool.close()
@@ -696,11 +743,11 @@ class RayRemote(Adapter):
     module = "ray"
     family = "ray"
     how = ("ray.remote tasks + ray.get on a local Ray instance started before the clock: one "
-           "task per call for the defaults and where chunksize is 1, else one task per batch "
-           "of chunksize calls (n/(4 workers) by default); big arrays as task arguments (Ray "
-           "puts them in its object store) or ray.put once; per-worker set-up loaded once per "
-           "process on first use; waiting work: a threaded actor (max_concurrency), a thread "
-           "per call")
+           "task per call for the defaults, for one future per task and where chunksize is "
+           "1, else one task per batch of chunksize calls (n/(4 workers) by default); big "
+           "arrays as task arguments (Ray puts them in its object store) or ray.put once; "
+           "per-worker set-up loaded once per process on first use; waiting work: a threaded "
+           "actor (max_concurrency), a thread per call")
 
     def __init__(self, workers: int) -> None:
         super().__init__(workers)
@@ -759,6 +806,9 @@ class RayRemote(Adapter):
     def map_defaults(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
         return self._per_item(fn, items, {})
 
+    def submit_each(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+        return self._per_item(fn, items, {})  # f.remote per call, one ray.get for all
+
     def map_arrays(self, fn: Callable[..., Any], arrays: Sequence[Any]) -> list[Any]:
         return self._per_item(fn, arrays, {})
 
@@ -796,8 +846,8 @@ class ManybrainsRay(Adapter):
            "(started before the clock; the pool runs through that connection), chunksize "
            "auto, initializer/initargs; a big shared input handed to the initializer (pickled "
            "once, put in Ray's object store once, unpickled once per worker: an ObjectRef "
-           "inside a manybrains task cannot be read in the worker); waiting work on the Ray "
-           "workers, chunksize 1")
+           "inside a manybrains task cannot be read in the worker); one future per task: "
+           "Pool.submit; waiting work on the Ray workers, chunksize 1")
 
     def __init__(self, workers: int) -> None:
         super().__init__(workers)
@@ -818,6 +868,10 @@ class ManybrainsRay(Adapter):
 
     def map_defaults(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
         return self._pool.map(fn, items)
+
+    def submit_each(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+        futures = [self._pool.submit(fn, x) for x in items]
+        return [future.result() for future in futures]
 
     def stop(self) -> None:
         if self._pool is not None:
@@ -843,6 +897,9 @@ class Serial(Adapter):
             shared: Any = None) -> list[Any]:
         task = _with_shared(fn, shared)
         return [task(x) for x in items]
+
+    def submit_each(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+        return [fn(x) for x in items]
 
     def fold(self, new_state: Callable[[], Any], step: Callable[[Any, Any], None],
              finish: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:

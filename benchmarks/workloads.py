@@ -8,13 +8,20 @@ across libraries.
 
 Two kinds of clock:
 
-- warm (W1, W2, W3, W3s, W6): the pool is started and used once before the clock runs, as in
-  a program that keeps its pool; every repeat is one more call on that pool.
+- warm (W1, W1c, W1n, S1, W2, W3, W3s, W6): the pool is started and used once before the
+  clock runs, as in a program that keeps its pool; every repeat is one more call on that pool.
 - cold (W4, B1, B2, B3; ``Workload.cold``): pool start-up and per-worker set-up are the point,
   so the clock covers them, and the harness runs each repeat in a fresh process.
 
 W5 starts a fresh interpreter per repeat and times, inside it, from the first import to the
 first result.
+
+W1n is W1 over a numpy array (``np.arange``) instead of a ``range``: the results, numpy
+scalars or Python ints, are compared with the serial answer as Python numbers, after the
+clock. S1 submits every call on its own, through the library's one-future-per-task API
+(``Adapter.submit_each``), and then collects every result: the clock covers both, and each
+sample reports tasks per second too. A library without such an API is reported as skipped
+(``Workload.needs``), not failed.
 """
 
 from __future__ import annotations
@@ -202,11 +209,15 @@ def running(adapter: Adapter) -> Iterator[Adapter]:
 CELL_BUDGET_S = 60.0
 
 
-def warm_runs(run: Callable[[], Any], repeat: int) -> list[Sample]:
+def warm_runs(run: Callable[[], Any], repeat: int,
+              check: Callable[[Any], None] | None = None) -> list[Sample]:
+    """Repeat ``run`` on a warm pool; ``check``, if given, sees each result after its clock."""
     samples: list[Sample] = []
     spent = 0.0
     while len(samples) < repeat:
-        seconds = timed(run)[0]
+        seconds, result = timed(run)
+        if check is not None:
+            check(result)
         samples.append({"seconds": seconds})
         spent += seconds
         if spent + seconds > CELL_BUDGET_S:
@@ -223,6 +234,36 @@ def measure_w1_defaults(a: Adapter, s: Sizes, repeat: int) -> list[Sample]:
         a.start()
         a.map_defaults(square, items[: max(1, s["n"] // 100)])
         return warm_runs(lambda: expect(a.map_defaults(square, items), wanted, "W1"), repeat)
+
+
+def as_python(values: Sequence[Any]) -> list[Any]:
+    """Numpy scalars as the Python numbers they hold; anything else as it is."""
+    import numpy as np
+
+    return [v.item() if isinstance(v, np.generic) else v for v in values]
+
+
+def measure_w1_numpy(a: Adapter, s: Sizes, repeat: int) -> list[Sample]:
+    import numpy as np
+
+    items = np.arange(s["n"])
+    wanted = [x * x for x in range(s["n"])]
+    with running(a):
+        a.start()
+        a.map_defaults(square, items[: max(1, s["n"] // 100)])
+        return warm_runs(lambda: a.map_defaults(square, items), repeat,
+                         check=lambda got: expect(as_python(got), wanted, "W1n"))
+
+
+def measure_s1(a: Adapter, s: Sizes, repeat: int) -> list[Sample]:
+    items = range(s["tasks"])
+    wanted = [x * x for x in items]
+    with running(a):
+        a.start()
+        a.submit_each(square, items[: max(a.workers, s["tasks"] // 100)])
+        samples = warm_runs(lambda: a.submit_each(square, items), repeat,
+                            check=lambda got: expect(got, wanted, "S1"))
+    return [{**sample, "tasks_per_s": s["tasks"] / sample["seconds"]} for sample in samples]
 
 
 def w1_chunk(n: int, workers: int) -> int:
@@ -412,6 +453,9 @@ class Workload:
     cold: bool = False
     baselines: tuple[str, ...] = ("serial",)
     extras: tuple[str, ...] = field(default=())
+    # (adapter operation, reason): a library whose adapter lacks the operation is reported
+    # as skipped with this reason instead of being run
+    needs: tuple[str, str] | None = None
 
 
 WORKLOADS: dict[str, Workload] = {w.key: w for w in (
@@ -422,6 +466,15 @@ WORKLOADS: dict[str, Workload] = {w.key: w for w in (
     Workload("W1c", "200,000 x*x, chunksize n/(4 workers)",
              "warm pool; the same explicit chunk size for every library",
              measure_w1_chunked, {"n": 200_000}, {"n": 2_000}),
+    Workload("W1n", "200,000 x*x over np.arange, defaults",
+             "warm pool; W1's one-liner with the library's defaults, the input a numpy array; "
+             "results checked against the serial answer as Python numbers, after the clock",
+             measure_w1_numpy, {"n": 200_000}, {"n": 2_000}),
+    Workload("S1", "20,000 x*x, one future per task",
+             "warm pool; every call submitted on its own through the library's "
+             "one-future-per-task API, then every result collected: the clock covers both",
+             measure_s1, {"tasks": 20_000}, {"tasks": 300}, extras=("tasks_per_s",),
+             needs=("submit_each", "no one-future-per-task API")),
     Workload("W2", "8 x 10M-iteration loop",
              "warm pool; efficiency = serial / (workers x parallel)",
              measure_w2, {"tasks": 8, "loop": 10_000_000}, {"tasks": 4, "loop": 20_000},

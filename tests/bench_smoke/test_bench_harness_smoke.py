@@ -1,5 +1,6 @@
 """The side-by-side harness runs every workload on every library at tiny size (numbers are not
-checked here): each cell gives a number, or says plainly that its library is not installed."""
+checked here): each cell gives a number, or says plainly that its library is not installed or
+has no API for the workload (S1: one future per task)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,10 @@ def test_every_workload_and_library_gives_a_number_or_a_reported_skip(tmp_path: 
         libraries = [n for n, a in ADAPTERS.items() if a.kind != "baseline"]
         for library in [*libraries, *workload.baselines]:
             cell = cells.pop((key, library))
-            if ADAPTERS[library].family and key == "W5":  # a whole cluster: not in --tiny
+            if workload.needs and not ADAPTERS[library].supports(workload.needs[0]):
+                assert cell["status"] == "skipped", cell
+                assert cell["reason"] == workload.needs[1]
+            elif ADAPTERS[library].family and key == "W5":  # a whole cluster: not in --tiny
                 assert cell["status"] == "skipped", cell
                 assert cell["reason"] == TINY_SKIPS_FAMILY_COLD
             elif ADAPTERS[library].available():
@@ -48,6 +52,11 @@ def test_every_workload_and_library_gives_a_number_or_a_reported_skip(tmp_path: 
                 assert cell["status"] == "skipped", cell
                 assert "not installed" in cell["reason"]
     assert not cells, f"cells nobody asked for: {sorted(cells)}"
+    # one future per task: joblib alone has no such API; the rate is reported beside the time
+    s1 = {c["library"]: c for c in results["cells"] if c["workload"] == "S1"}
+    assert {n for n, c in s1.items() if c["status"] == "skipped"
+            and c["reason"] == "no one-future-per-task API"} == {"joblib"}
+    assert s1["manybrains"]["extras"]["tasks_per_s"] > 0
 
     page = (tmp_path / "benchmarks.md").read_text()
     assert "| W1 200,000 x*x, defaults |" in page and "B3" in page
