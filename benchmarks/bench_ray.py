@@ -17,7 +17,7 @@ sides use the same raylet and the same worker processes, and runs alternate betw
               pickled and stored once per map) against ``ray.put`` once.
 - lists:      40 calls each returning a list of 5,000 ints.
 
-Usage: python benchmarks/bench_ray.py [--workers N] [--repeat R] [--tiny]
+Usage: python benchmarks/bench_ray.py [--workers N] [--repeat R] [--tiny] [--address HOST:PORT]
 """
 
 from __future__ import annotations
@@ -122,12 +122,19 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--tiny", action="store_true", help="a few seconds, for a smoke test")
+    parser.add_argument("--address", help="join this running Ray cluster (left running) "
+                                          "instead of starting a local instance")
     args = parser.parse_args(argv)
     repeat = 1 if args.tiny else args.repeat
-    start, _ = timed(lambda: ray.init(address="local", num_cpus=args.workers,
-                                      include_dashboard=False, _node_ip_address="127.0.0.1",
-                                      configure_logging=False))
-    print(f"Ray instance of {args.workers} CPUs started in {start:.2f} s")
+    if args.address:
+        ray.init(address=args.address, configure_logging=False)
+        print(f"joined the Ray cluster at {args.address}")
+    else:
+        start, _ = timed(lambda: ray.init(address="local", num_cpus=args.workers,
+                                          include_dashboard=False,
+                                          _node_ip_address="127.0.0.1",
+                                          configure_logging=False))
+        print(f"Ray instance of {args.workers} CPUs started in {start:.2f} s")
     try:
         with mb.Pool(args.workers, backend=mb.Ray()) as pool:  # runs through that connection
             rows = run_cases(pool, args.tiny, repeat)

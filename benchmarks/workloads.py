@@ -462,14 +462,14 @@ WORKLOADS: dict[str, Workload] = {w.key: w for w in (
     Workload("W1", "200,000 x*x, defaults",
              "warm pool; the one-liner with the library's defaults (manybrains.map, chunksize 1 "
              "where that is the default)",
-             measure_w1_defaults, {"n": 200_000}, {"n": 2_000}),
+             measure_w1_defaults, {"n": 200_000}, {"n": 500}),
     Workload("W1c", "200,000 x*x, chunksize n/(4 workers)",
              "warm pool; the same explicit chunk size for every library",
              measure_w1_chunked, {"n": 200_000}, {"n": 2_000}),
     Workload("W1n", "200,000 x*x over np.arange, defaults",
              "warm pool; W1's one-liner with the library's defaults, the input a numpy array; "
              "results checked against the serial answer as Python numbers, after the clock",
-             measure_w1_numpy, {"n": 200_000}, {"n": 2_000}),
+             measure_w1_numpy, {"n": 200_000}, {"n": 500}),
     Workload("S1", "20,000 x*x, one future per task",
              "warm pool; every call submitted on its own through the library's "
              "one-future-per-task API, then every result collected: the clock covers both",
