@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from dask.base import tokenize
 
-from ..._serialize import PickledOnce
-from .worker import Slot
+from .._stored import Slot, StoredFunctions
 
 if TYPE_CHECKING:
     import distributed
@@ -34,25 +33,15 @@ class Scattered:
 
     def __init__(self, client: distributed.Client) -> None:
         self._client = client
-        self._functions: OrderedDict[int, tuple[object, str, Any]] = OrderedDict()
+        self._functions = StoredFunctions(lambda blob: client.scatter(blob, hash=False),
+                                          SCATTER_BYTES, _KEEP_FUNCTIONS)
         self._arrays: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
         self.count = 0  # arrays sent to the cluster, for statistics
 
     def function(self, task: Task) -> tuple[str, Any]:
         """``(cache key, pickled function or its scattered future)`` for ``task.fn``."""
-        entry = self._functions.get(id(task.fn))
-        if entry is None or entry[0] is not task.fn:
-            once = task.fn if isinstance(task.fn, PickledOnce) else PickledOnce(task.fn)
-            key, blob = once.pickled(task.parts)
-            payload = self._client.scatter(blob, hash=False) if len(blob) >= SCATTER_BYTES \
-                else blob
-            entry = (task.fn, key, payload)
-            with self._lock:
-                self._functions[id(task.fn)] = entry
-                if len(self._functions) > _KEEP_FUNCTIONS:
-                    self._functions.popitem(last=False)
-        return entry[1], entry[2]
+        return self._functions.get(task)
 
     def arguments(self, task: Task) -> tuple[tuple[Any, ...], dict[str, Any], list[Any]]:
         """``task``'s arguments with big numpy arrays replaced by slots, and the arrays."""
@@ -84,6 +73,6 @@ class Scattered:
 
     def clear(self) -> None:
         """Let the cluster forget them (the pool is closing)."""
+        self._functions.clear()
         with self._lock:
-            self._functions.clear()
             self._arrays.clear()

@@ -10,22 +10,15 @@ from __future__ import annotations
 
 import functools
 import struct
-from dataclasses import dataclass
 from typing import Any
 
 import distributed
 
 from ..._serialize import load_function, loads
 from .. import _wire
+from .._stored import fill
 
 _HEADER = struct.Struct("<BdH")  # the wire's outcome, seconds running, length of the address
-
-
-@dataclass(frozen=True)
-class Slot:
-    """Stands in a pickled task for the i-th scattered array passed beside it."""
-
-    index: int
 
 
 def execute(frame: bytes, meta: tuple[int, str, str | None], function: bytes, *arrays: Any
@@ -67,9 +60,7 @@ def _unpickle(fn_key: str, function: bytes, arrays: tuple[Any, ...], frame: byte
               ) -> _wire.TaskParts:
     fn = load_function(fn_key, function)
     args, kwargs, items, star = loads(frame)
-    filled = dict(zip(kwargs, _fill(kwargs.values(), arrays), strict=True))
-    return fn, _fill(args, arrays), filled, items, star
+    filled = dict(zip(kwargs, fill(kwargs.values(), arrays), strict=True))
+    return fn, fill(args, arrays), filled, items, star
 
 
-def _fill(values: Any, arrays: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple(arrays[v.index] if isinstance(v, Slot) else v for v in values)

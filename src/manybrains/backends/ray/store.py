@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import ray
 
-from ..._serialize import PickledOnce
-from .worker import Slot
+from .._stored import Slot, StoredFunctions
 
 if TYPE_CHECKING:
     from ..._task import Task
@@ -37,7 +36,10 @@ class Stored:
     """The functions and arrays one pool has put into the object store, most recent kept."""
 
     def __init__(self) -> None:
-        self._functions: OrderedDict[int, tuple[object, str, Any]] = OrderedDict()
+        # A stored function travels as (ref,): nested, so that Ray does not fetch it for every
+        # task; the worker does, only where the function is not cached yet.
+        self._functions = StoredFunctions(lambda blob: (ray.put(blob),), STORE_BYTES,
+                                          _KEEP_FUNCTIONS)
         # id(array) -> (a weak reference to it, its object ref): the id alone could name a
         # new array made where a dead one was
         self._arrays: OrderedDict[int, tuple[weakref.ref[Any], Any]] = OrderedDict()
@@ -45,20 +47,8 @@ class Stored:
         self.count = 0  # arrays put into the object store, for statistics
 
     def function(self, task: Task) -> tuple[str, Any]:
-        """``(cache key, pickled function or its object ref)`` for ``task.fn``."""
-        entry = self._functions.get(id(task.fn))
-        if entry is None or entry[0] is not task.fn:
-            once = task.fn if isinstance(task.fn, PickledOnce) else PickledOnce(task.fn)
-            key, blob = once.pickled(task.parts)
-            # A stored function travels as (ref,): nested, so that Ray does not fetch it for
-            # every task; the worker does, only where the function is not cached yet.
-            payload = (ray.put(blob),) if len(blob) >= STORE_BYTES else blob
-            entry = (task.fn, key, payload)
-            with self._lock:
-                self._functions[id(task.fn)] = entry
-                if len(self._functions) > _KEEP_FUNCTIONS:
-                    self._functions.popitem(last=False)
-        return entry[1], entry[2]
+        """``(cache key, pickled function or (its object ref,))`` for ``task.fn``."""
+        return self._functions.get(task)
 
     def arguments(self, task: Task
                   ) -> tuple[tuple[Any, ...], dict[str, Any], Sequence[Any] | None, list[Any]]:
@@ -109,8 +99,8 @@ class Stored:
 
     def clear(self) -> None:
         """Let the object store free them (the pool is closing)."""
+        self._functions.clear()
         with self._lock:
-            self._functions.clear()
             self._arrays.clear()
 
 

@@ -20,13 +20,13 @@ import struct
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import ray
 
 from ..._serialize import load_function, loads
 from .. import _wire
+from .._stored import fill
 
 # A reply kind of this backend alone: the pool's initializer failed in this worker.
 INIT_FAILED = 40
@@ -35,13 +35,6 @@ _HEADER = struct.Struct("<BdIH")  # kind, seconds running, pid, length of the no
 _KEEP_INITIALIZED = 64  # pools remembered per worker process (a worker outlives many pools)
 _initialized: OrderedDict[str, tuple[BaseException | None, str] | None] = OrderedDict()
 _node: list[bytes] = []  # this worker's node address, looked up once
-
-
-@dataclass(frozen=True)
-class Slot:
-    """Stands in a pickled task for the i-th stored array passed beside it."""
-
-    index: int
 
 
 def run(frame: bytes, meta: tuple[int, str, str | None], function: bytes | tuple[Any],
@@ -123,10 +116,10 @@ def _unpickle(fn_key: str, function: bytes | tuple[Any], arrays: tuple[Any, ...]
     args, kwargs, items, star = loads(frame)
     if not arrays:
         return fn, args, kwargs, items, star
-    filled = dict(zip(kwargs, _fill(kwargs.values(), arrays), strict=True))
-    if items is not None and isinstance(items, list):  # a chunk whose items may hold slots
-        items = [_fill(item, arrays) if star else _fill((item,), arrays)[0] for item in items]
-    return fn, _fill(args, arrays), filled, items, star
+    filled = dict(zip(kwargs, fill(kwargs.values(), arrays), strict=True))
+    if isinstance(items, list):  # a chunk, whose items may hold slots
+        items = [fill(item, arrays) if star else fill((item,), arrays)[0] for item in items]
+    return fn, fill(args, arrays), filled, items, star
 
 
 def _fetched(blob: bytes | tuple[Any]) -> bytes | Callable[[], bytes]:
@@ -134,10 +127,6 @@ def _fetched(blob: bytes | tuple[Any]) -> bytes | Callable[[], bytes]:
     if isinstance(blob, bytes):
         return blob
     return lambda: ray.get(blob[0])
-
-
-def _fill(values: Any, arrays: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple(arrays[v.index] if isinstance(v, Slot) else v for v in values)
 
 
 # ---- results the caller can write to -------------------------------------------------------
