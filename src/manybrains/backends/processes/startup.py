@@ -17,6 +17,7 @@ import contextlib
 import importlib
 import os
 import signal
+import sys
 import threading
 import weakref
 from dataclasses import dataclass
@@ -52,7 +53,9 @@ ENGINE_MODULES = (
     "multiprocessing.reduction",  # pickling a start request
     "multiprocessing.connection",
     "multiprocessing.pool",  # MaybeEncodingError, built in future callbacks (_errors)
-    "psutil",  # kill.kill_tree: timeouts, cancelling a running task, terminate()
+    # kill.kill_tree (timeouts, cancelling a running task, terminate()) reads /proc on Linux
+    # and asks psutil elsewhere.
+    *(() if sys.platform.startswith("linux") else ("psutil",)),
 )
 START_MODULES = {  # what starting a process of each stdlib method imports
     "fork": ("multiprocessing.popen_fork",),

@@ -1,0 +1,90 @@
+"""What a cold start pays for: the modules a first pool imports, and the kill that replaced
+psutil on its path (the process tree read from /proc)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+from manybrains.backends.processes import kill
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+def _modules_after(code: str) -> set[str]:
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code) +
+                           "\nimport json, sys; print(json.dumps(sorted(sys.modules)))"],
+                          capture_output=True, text=True, timeout=120, check=True)
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+@linux_only
+def test_a_first_pool_imports_no_psutil():
+    # kill_tree reads /proc itself; psutil would cost every pool's start several ms.
+    loaded = _modules_after("""
+        import manybrains as mb
+        with mb.Pool(2) as pool:
+            assert pool.map(abs, range(-3, 3)) == [3, 2, 1, 0, 1, 2]
+    """)
+    assert "manybrains.backends.processes.supervisor" in loaded  # the engine did start
+    assert "psutil" not in loaded
+
+
+def test_import_manybrains_alone_imports_no_engine():
+    loaded = _modules_after("import manybrains")
+    assert not {"asyncio", "concurrent.futures.process", "psutil", "dataclasses",
+                "manybrains.backends.processes"} & loaded
+
+
+@linux_only
+def test_kill_tree_kills_every_descendant_and_finds_what_psutil_finds():
+    shell = subprocess.Popen(["sh", "-c", "sleep 60 & (sleep 60 & sleep 60; :) & wait"])
+    try:
+        deadline = time.monotonic() + 10
+        family: list[int] = []
+        while len(family) < 4 and time.monotonic() < deadline:  # 2 sleeps, a subshell, 1 sleep
+            time.sleep(0.02)
+            family = [p.pid for p in psutil.Process(shell.pid).children(recursive=True)]
+        assert len(family) >= 4, family
+        assert sorted(kill._descendants(shell.pid)) == sorted(family)
+        kill.kill_tree(shell.pid)
+        assert shell.wait(timeout=10) == -signal.SIGKILL
+        for pid in family:
+            assert _gone(pid), pid
+    finally:
+        if shell.poll() is None:  # the test failed before the kill: leave nothing behind
+            for child in psutil.Process(shell.pid).children(recursive=True):
+                child.kill()
+            shell.kill()
+            shell.wait()
+
+
+@linux_only
+def test_kill_tree_of_a_process_that_has_ended_is_harmless():
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        assert _gone(ended.pid)  # a zombie, not reaped yet: its pid is not anyone else's
+        assert kill._descendants(ended.pid) == []
+        kill.kill_tree(ended.pid)
+        kill.kill_tree(None)
+    finally:
+        ended.wait()
+
+
+def _gone(pid: int, wait_s: float = 10) -> bool:
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True  # killed; reaped by whoever adopted it
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.02)
+    return False
