@@ -55,7 +55,8 @@ def test_kill_tree_kills_every_descendant_and_finds_what_psutil_finds():
         assert len(family) >= 4, family
         assert sorted(kill._descendants(shell.pid)) == sorted(family)
         kill.kill_tree(shell.pid)
-        assert shell.wait(timeout=10) == -signal.SIGKILL
+        # Killed, or ended on its own first: its children die first, which ends its `wait`.
+        assert shell.wait(timeout=10) in (0, -signal.SIGKILL)
         for pid in family:
             assert _gone(pid), pid
     finally:
