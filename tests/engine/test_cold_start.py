@@ -89,3 +89,45 @@ def _gone(pid: int, wait_s: float = 10) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+@linux_only
+def test_workers_asked_for_early_get_the_pids_the_template_answered():
+    # A pool asks for its first workers as it is made, before its supervisor thread reads
+    # any answer: each answer must reach the worker it belongs to. (A fresh interpreter: one
+    # running other threads gets no template.)
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        import json, psutil, manybrains as mb
+        with mb.Pool(3) as pool:
+            pool.map(abs, range(6))
+            templates = psutil.Process().children()
+            print(json.dumps({"workers": sorted(pool.backend.worker_pids()),
+                              "method": pool.statistics().start_method,
+                              "forked": [sorted(c.pid for c in t.children())
+                                         for t in templates]}))
+    """)], capture_output=True, text=True, timeout=120, check=True)
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert found["method"] == "template"
+    assert found["forked"] == [found["workers"]], found
+
+
+@linux_only
+def test_a_failed_early_request_is_made_again_and_breaks_the_pool_as_before():
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        import manybrains as mb
+        from manybrains.backends.processes import template
+
+        def refuse(self):
+            raise OSError("no more processes")
+
+        template.TemplateProcess.request = refuse
+        pool = mb.Pool(2)  # Pool() itself does not raise
+        try:
+            pool.submit(abs, -1).result(timeout=30)
+        except mb.BrokenPool as exc:
+            print("broken:", exc)
+        finally:
+            pool.shutdown()
+    """)], capture_output=True, text=True, timeout=120, check=True)
+    assert "broken: cannot start a worker process" in done.stdout, done
+    assert "no more processes" in done.stdout

@@ -161,7 +161,21 @@ class Startup:
                                          args=(child_end, threads, self._setup, mark))
         if self._options.pool_workers:  # as multiprocessing.Pool renames its workers
             process.name = process.name.replace("Process", "PoolWorker")
+        if launch.method == "template":
+            self._ask_early(process)
         return Prepared(process, parent_end, child_end, mark)
+
+    def _ask_early(self, process: Any) -> None:
+        """Ask the template for ``process`` now (a :class:`~.template.TemplateProcess`).
+
+        The first workers are made in the pool's caller before its supervisor thread starts:
+        the template forks them meanwhile, one right after the other, and
+        :meth:`start_worker` only reads each pid. A request that fails here is made again
+        there, which reports the failure as it always has (the pool breaks, Pool() does not
+        raise).
+        """
+        with contextlib.suppress(Exception), starting(self._options.launch):
+            process.request()
 
     def start_worker(self, prepared: Prepared | None = None) -> WorkerSlot:
         """Start ``prepared`` (or a new worker); raises BrokenPool if it cannot start."""

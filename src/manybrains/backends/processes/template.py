@@ -28,6 +28,7 @@ when the parent dies: it dies with the parent (``PR_SET_PDEATHSIG``), and so do 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -101,7 +102,10 @@ class Template:
         self.kept = keep  # in the template's memory too: its workers inherit it as it is
         self.snapshot = _mainspace.snapshot()
         self.semaphores = _mp_primitives.semaphore_memory()  # locks its workers can inherit
-        self._lock = threading.Lock()  # one request at a time on the socket
+        self._lock = threading.Lock()  # one request or answer at a time on the socket
+        # Workers asked for whose pid has not been read yet, in the order they were asked:
+        # the template answers in that order (see request and wait_for_pid).
+        self._unanswered: collections.deque[TemplateProcess] = collections.deque()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         parent_pid = os.getpid()
         for stream in (sys.stdout, sys.stderr):  # or the copy would write it out again
@@ -116,21 +120,36 @@ class Template:
         self._socket = ours
         _live.add(self)
 
-    def start(self, payload: bytes, fds: list[int]) -> int:
-        """Fork a worker that runs ``payload`` with ``fds``; its pid."""
+    def request(self, process: TemplateProcess, payload: bytes, fds: list[int]) -> None:
+        """Ask for a worker that runs ``payload`` with ``fds``, for ``process``; the template
+        forks it at once, and :meth:`wait_for_pid` reads its pid."""
         with self._lock:
             if self.closed:
                 raise RuntimeError("this pool's template process has exited")
             try:
                 socket.send_fds(self._socket, [_LENGTH.pack(len(payload)), payload], fds)
-                answer = _read_exactly(self._socket, _PID.size)
             except OSError as exc:
-                raise RuntimeError(f"the template process (pid {self.pid}) is gone: "
-                                   f"{exc}") from exc
-        (pid,) = _PID.unpack(answer)
-        if pid < 0:
-            raise OSError(-pid, f"the template could not fork a worker: {os.strerror(-pid)}")
-        return int(pid)
+                raise self._gone(exc) from exc
+            self._unanswered.append(process)
+
+    def wait_for_pid(self, process: TemplateProcess) -> int:
+        """The pid of the worker requested for ``process``; raises if it could not fork."""
+        with self._lock:
+            while process in self._unanswered:  # answers come in the order asked
+                try:
+                    answer = _read_exactly(self._socket, _PID.size)
+                except OSError as exc:  # EOFError too
+                    raise self._gone(exc) from exc
+                (self._unanswered.popleft().answer,) = _PID.unpack(answer)
+        pid = process.answer
+        if pid is None or pid < 0:
+            error = -pid if pid else 0
+            raise OSError(error, "the template could not fork a worker: "
+                                 f"{os.strerror(error) if error else 'unknown error'}")
+        return pid
+
+    def _gone(self, exc: BaseException) -> RuntimeError:
+        return RuntimeError(f"the template process (pid {self.pid}) is gone: {exc}")
 
     def release(self) -> None:
         """One pool is done with it; the last one closes it and waits for it to exit."""
@@ -217,11 +236,25 @@ class TemplateProcess:
         self._identity: tuple[int, ...] = (*parent._identity, number)
         self.name = name or "ForkProcess-" + ":".join(map(str, self._identity))
         self.pid: int | None = None
+        self.answer: int | None = None  # the template's answer: the pid, or -errno
         self.sentinel = -1
         self._exitcode: int | None = None
         self._parent_alive = -1  # the write end of the worker's parent_process() sentinel
+        self._requested = False
 
     def start(self) -> None:
+        """Start the worker (asking for it first, unless :meth:`request` did); its pid known."""
+        if not self._requested:
+            self.request()
+        self.pid = self._template.wait_for_pid(self)
+
+    def request(self) -> None:
+        """Ask the template for this worker, without waiting for its pid.
+
+        A pool asks for its first workers as it is made, in the caller, so that the template
+        forks them while the pool's supervisor thread starts; :meth:`start` then only reads
+        the pid. Ask once: a failed request leaves it unasked, and ``start`` asks again.
+        """
         read_end, write_end = os.pipe()  # the worker's exit status, written by the template
         alive_r, alive_w = os.pipe()  # parent_process().sentinel: EOF once this end closes
         passing = _FdPassing([write_end, alive_r])
@@ -230,7 +263,7 @@ class TemplateProcess:
             with _mainspace.sending_to(self._template.snapshot), \
                     _mp_primitives.starting(self._template.semaphores, self._template.kept):
                 payload = ForkingPickler.dumps((self._target, self._args, self._who()))
-            self.pid = self._template.start(bytes(payload), passing.fds)
+            self._template.request(self, bytes(payload), passing.fds)
         except BaseException:
             os.close(read_end)
             os.close(alive_w)
@@ -239,6 +272,7 @@ class TemplateProcess:
             set_spawning_popen(None)
             os.close(write_end)
             os.close(alive_r)
+        self._requested = True
         self.sentinel = read_end
         self._parent_alive = alive_w
 
