@@ -9,11 +9,15 @@ backend's name stands for its object with the defaults: ``backend="dask"`` is
 
 The pool's ``start_method=`` (and ``context=``, its ``multiprocessing.Pool`` spelling) is a
 shorthand for ``Processes(start_method=...)``, on the two backends that start processes.
+
+The options of the other backends are written in :mod:`manybrains._other_options` and read
+from here, made on first use: a pool of worker processes, the default, does not pay for
+them when it starts cold.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._arguments import optional_positive
@@ -21,7 +25,19 @@ from ._arguments import optional_positive
 if TYPE_CHECKING:
     from multiprocessing.context import BaseContext
 
+    from ._other_options import BY_NAME as BY_NAME
+    from ._other_options import Asyncio as Asyncio
+    from ._other_options import Auto as Auto
+    from ._other_options import Dask as Dask
+    from ._other_options import Inline as Inline
+    from ._other_options import Ray as Ray
+    from ._other_options import Threads as Threads
+
 __all__ = ["Asyncio", "Auto", "BackendOptions", "Dask", "Inline", "Processes", "Ray", "Threads"]
+
+# Defined in ._other_options, made on first use: a process pool, the default, needs none of
+# them (see __getattr__ below).
+_OTHERS = ("Asyncio", "Auto", "Dask", "Inline", "Ray", "Threads", "BY_NAME")
 
 
 @dataclass(frozen=True)
@@ -73,111 +89,17 @@ class Processes(BackendOptions):
         return self.futures == "concurrent.futures"
 
 
-@dataclass(frozen=True)
-class Threads(BackendOptions):
-    """Threads of this process: for work that waits (or a GIL-free interpreter)."""
-
-    name: ClassVar[str] = "threads"
-
-
-@dataclass(frozen=True)
-class Asyncio(BackendOptions):
-    """One event loop in a thread of its own; the pool's ``concurrency`` caps its coroutines."""
-
-    name: ClassVar[str] = "asyncio"
-
-
-@dataclass(frozen=True)
-class Inline(BackendOptions):
-    """Every call in the caller, one after another: for debugging, or calls too cheap to ship."""
-
-    name: ClassVar[str] = "inline"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Auto(BackendOptions):
-    """Each function measured, then sent to threads, processes, a loop or the caller.
-
-    Args:
-        processes: how it starts worker processes, for the functions it sends there.
-    """
-
-    name: ClassVar[str] = "auto"
-    processes: Processes = field(default_factory=Processes)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.processes, Processes):
-            raise TypeError(f"processes must be a manybrains.Processes, got "
-                            f"{type(self.processes).__name__}")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Dask(BackendOptions):
-    """A Dask cluster: a local one started for the pool, or one already running.
-
-    Args:
-        address: a scheduler's ``"tcp://host:port"``: run on that cluster (left running).
-        client: a ``distributed.Client`` already connected: run through it (left open).
-        dashboard: serve the local cluster's dashboard: ``True`` (its usual port) or
-            ``"host:port"``. A cluster given by address or client serves its own.
-
-    With neither ``address`` nor ``client`` the pool starts a ``LocalCluster`` of
-    ``workers`` processes and closes it with the pool.
-    """
-
-    name: ClassVar[str] = "dask"
-    address: str | None = None
-    client: Any = None  # a distributed.Client; Any keeps manybrains importable without Dask
-    dashboard: bool | str = False
-
-    def __post_init__(self) -> None:
-        if self.address is not None and self.client is not None:
-            raise ValueError("give the cluster's address or a client connected to it, not both")
-        if self.address is not None and not isinstance(self.address, str):
-            raise TypeError(f"address must be a str like 'tcp://host:8786', got "
-                            f"{type(self.address).__name__}")
-        if self.dashboard and (self.address is not None or self.client is not None):
-            raise ValueError("dashboard= is for the local cluster the pool starts; a cluster "
-                             "given by address or client serves its own (client.dashboard_link)")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Ray(BackendOptions):
-    """A Ray cluster: a local instance started for the pool, or one already running.
-
-    Args:
-        address: a cluster's address (``"127.0.0.1:6379"``, ``"ray://host:10001"``): run on
-            that cluster, which is left running.
-
-    Ray allows one connection per process: where ``ray.init()`` was already called, the pool
-    runs through that connection and leaves it open. With neither, the pool starts a local
-    instance of ``workers`` CPUs (on 127.0.0.1, no dashboard) and stops it with the pool. A
-    bare ``ray.init()``, which joins whatever cluster the environment names, is never called.
-    """
-
-    name: ClassVar[str] = "ray"
-    address: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.address is not None and (not isinstance(self.address, str)
-                                         or not self.address.strip()):
-            raise TypeError(f"address must be a Ray cluster's address like '127.0.0.1:6379', "
-                            f"got {self.address!r}")
-
-
-BY_NAME: dict[str, type[BackendOptions]] = {
-    options.name: options for options in (Processes, Threads, Asyncio, Inline, Auto, Dask, Ray)}
-
-
 def with_start_method(options: BackendOptions, method: str | BaseContext | None
                       ) -> BackendOptions:
     """``options`` with the pool's ``start_method=`` shorthand applied to its processes."""
     if method is None:
         return options
-    if isinstance(options, Auto):
-        return replace(options, processes=_started_by(options.processes, method))
     if isinstance(options, Processes):
         return _started_by(options, method)
+    from ._other_options import Auto
+
+    if isinstance(options, Auto):
+        return replace(options, processes=_started_by(options.processes, method))
     raise TypeError(f"start_method is an option of worker processes, and backend "
                     f"{options.name!r} starts none; use backend='processes' or 'auto'")
 
@@ -204,3 +126,22 @@ def reject_moved(moved: dict[str, Any]) -> None:
         name = where.lower()
         raise TypeError(f"{keyword}= is an option of the {name} backend: write "
                         f"Pool(..., backend=manybrains.{where}({keyword}=...))")
+
+
+def options_class(name: str) -> type[BackendOptions]:
+    """The options class of the backend ``name`` (``"processes"`` -> :class:`Processes`)."""
+    if name == Processes.name:
+        return Processes
+    from ._other_options import BY_NAME
+
+    return BY_NAME[name]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _OTHERS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import _other_options
+
+    value = getattr(_other_options, name)
+    globals()[name] = value  # later lookups skip this function
+    return value

@@ -26,7 +26,7 @@ def _modules_after(code: str) -> set[str]:
 
 
 @linux_only
-def test_a_first_pool_imports_no_psutil():
+def test_a_first_pool_imports_no_psutil_and_no_other_options():
     # kill_tree reads /proc itself; psutil would cost every pool's start several ms.
     loaded = _modules_after("""
         import manybrains as mb
@@ -35,6 +35,7 @@ def test_a_first_pool_imports_no_psutil():
     """)
     assert "manybrains.backends.processes.supervisor" in loaded  # the engine did start
     assert "psutil" not in loaded
+    assert "manybrains._other_options" not in loaded  # no other backend's options
 
 
 def test_import_manybrains_alone_imports_no_engine():

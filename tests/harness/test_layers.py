@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                      "_timings", "_mainspace", "_mp_primitives", "ipc.segment")),
     ("ipc and pickling", ("ipc", "_serialize", "_task")),
     ("contract", ("backends._base", "backends._wire", "backends.__init__", "options",
-                  "progress")),
+                  "_other_options", "progress")),
     ("backends", ("backends",)),
     ("pools", ("_stream", "_async_result", "_multiprocessing_api", "_async_pool", "_pool",
                "_executor", "_spawn", "insights")),

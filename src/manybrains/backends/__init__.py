@@ -49,12 +49,12 @@ def available_backends() -> tuple[str, ...]:
 
 def options_for(backend: str | BackendOptions) -> BackendOptions:
     """The options a ``backend=`` argument stands for: a name means its defaults."""
-    from ..options import BY_NAME, BackendOptions
+    from ..options import BackendOptions, options_class
 
     if isinstance(backend, BackendOptions):
         return backend
     _check_known(backend)
-    return BY_NAME[backend]()
+    return options_class(backend)()
 
 
 def install_hint(name: str) -> str:
