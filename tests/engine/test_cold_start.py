@@ -4,6 +4,7 @@ psutil on its path (the process tree read from /proc)."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -132,3 +133,32 @@ def test_a_failed_early_request_is_made_again_and_breaks_the_pool_as_before():
     """)], capture_output=True, text=True, timeout=120, check=True)
     assert "broken: cannot start a worker process" in done.stdout, done
     assert "no more processes" in done.stdout
+
+
+@linux_only
+def test_template_workers_cap_from_the_templates_measure_and_forget_it():
+    # The template measures CPUs and mapped libraries once; each worker uses that for its
+    # cap and forgets it, so that a pool started inside a task measures its own.
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        import json, os, manybrains as mb
+        from manybrains.backends.processes import inner_threads
+
+        def look(_):
+            return [inner_threads._from_template, os.environ.get("OMP_NUM_THREADS")]
+
+        with mb.Pool(2) as pool:
+            print(json.dumps({"seen": pool.map(look, range(2), chunksize=1),
+                              "method": pool.statistics().start_method,
+                              "share": inner_threads.default(2)}))
+    """)], capture_output=True, text=True, timeout=120, check=True, env=_without_caps())
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert found["method"] == "template"
+    assert found["seen"] == [[None, str(found["share"])]] * 2, found
+
+
+def _without_caps() -> dict[str, str]:
+    """This environment without the thread-count variables, a user's or manybrains'."""
+    from manybrains.backends.processes import inner_threads
+
+    names = {n for reads in inner_threads.VARIABLES.values() for n in reads}
+    return {k: v for k, v in os.environ.items() if k not in names | {inner_threads.MARKER}}

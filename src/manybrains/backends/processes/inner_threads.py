@@ -60,19 +60,35 @@ _LIBRARY_FILES = ("openblas", "libmkl", "libblis", "flexiblas", "libgomp", "libi
 _LIBRARY_PACKAGES = ("numpy", "scipy", "torch", "sklearn")
 
 
-def default(workers: int) -> int:
-    """Each worker's share of the usable CPUs, at least one thread."""
+def default(workers: int, cpus: int | None = None) -> int:
+    """Each worker's share of the usable CPUs (or of ``cpus``), at least one thread."""
     _check("workers", workers)
-    return max(1, usable_cpus() // workers)
+    return max(1, (usable_cpus() if cpus is None else cpus) // workers)
+
+
+# What a template measured once for every worker it forks, which has the template's CPUs and
+# mapped libraries at its fork: (usable CPUs, a BLAS/OpenMP library mapped). A worker's cap
+# uses it and forgets it, so that a pool started inside the worker measures its own. It
+# spares each worker three cgroup files and /proc/self/maps before its first task.
+_from_template: tuple[int, bool] | None = None
+
+
+def measure_for_workers() -> None:
+    """In a template: measure once what each worker's :func:`cap` needs (see above)."""
+    global _from_template
+    _from_template = (usable_cpus(), _libraries_loaded())
 
 
 def cap(inner_threads: int | None, workers: int) -> None:
     """What a worker of a pool of ``workers`` runs at start: ``Processes(inner_threads=...)``
     given (it wins over the user's variables), or else the default share."""
+    global _from_template
+    measured, _from_template = _from_template, None
+    cpus, loaded = measured if measured is not None else (None, None)
     if inner_threads is None:
-        apply(default(workers))
+        apply(default(workers, cpus), loaded=loaded)
     else:
-        apply(inner_threads, override=True)
+        apply(inner_threads, override=True, loaded=loaded)
 
 
 def user_set(environ: Mapping[str, str] | None = None) -> set[str]:
@@ -98,19 +114,20 @@ def environment(n: int, *, override: bool = False,
     return {**dict.fromkeys(mine, str(n)), MARKER: ",".join(mine)}
 
 
-def apply(n: int, *, override: bool = False) -> None:
+def apply(n: int, *, override: bool = False, loaded: bool | None = None) -> None:
     """Cap this process's BLAS/OpenMP threads at ``n``: call it first thing in a worker.
 
     Sets :func:`environment` in ``os.environ`` and, if such a library is already loaded,
     caps it through threadpoolctl (and numexpr, if imported), except where the user's
-    variables decide (unless ``override``).
+    variables decide (unless ``override``). ``loaded``: whether such a library is, when
+    already known (else this process's memory map says).
     """
     user = user_set()
     mine = _ours(user, override)
     os.environ.update(environment(n, override=override))
     if not mine:
         return
-    if _libraries_loaded():
+    if (_libraries_loaded() if loaded is None else loaded):
         _limit_loaded([api for api, variable in _LIBRARY_VARIABLE.items() if variable in mine],
                       n)
     numexpr = sys.modules.get("numexpr")

@@ -393,12 +393,13 @@ def _run_template(sock: socket.socket, parent_pid: int, snapshot: dict[str, str]
 
 
 def _detach(parent_pid: int) -> None:  # pragma: no cover - runs in the template
-    from . import inner_threads  # noqa: F401 - a worker's first step: its workers find it loaded
+    from . import inner_threads  # a worker's first step: its workers find it loaded
     from .worker import detach_from_parent
 
     detach_from_parent()  # Ctrl-C is for the pool to handle; the parent's death ends it
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
+    inner_threads.measure_for_workers()  # once here, not in each worker
 
 
 class _Server:  # pragma: no cover - runs in the template
