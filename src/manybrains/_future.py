@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from typing import Any, Generic, TypeVar
 
@@ -24,13 +25,23 @@ class TaskFuture(Future[Any], Generic[H]):
     """A ``concurrent.futures.Future`` whose done-callbacks cannot break the engine.
 
     ``handle`` is the backend's record of the task, set at submit (None until then).
+    ``on_cancel``, where a backend sets it, is called once if the future is cancelled, before
+    the done-callbacks: the same as a done-callback that checks ``cancelled()``, without one
+    more callback on every future of a pool that runs 100,000 tasks a second.
     """
+
+    on_cancel: Callable[[Future[Any]], None] | None = None
 
     def __init__(self, handle: H | None = None) -> None:
         super().__init__()
         self.handle: H | None = handle
 
     def _invoke_callbacks(self) -> None:
+        if self.on_cancel is not None and self.cancelled():
+            try:
+                self.on_cancel(self)
+            except BaseException:
+                LOGGER.exception("the cancel hook of %r raised", self)
         for callback in self._done_callbacks:  # type: ignore[attr-defined]
             try:
                 callback(self)

@@ -147,6 +147,25 @@ def reduce(obj: Any) -> Any:
     return NotImplemented
 
 
+def pickle_depends_on(fn: Any) -> tuple[Any, ...] | None:
+    """What a pickle of the ``__main__`` function ``fn`` depends on, for a cache of it: a
+    pickle made for the same :func:`sending_to` target stays right while every item is the
+    same object. None for what :func:`reduce` does not handle, and for closures (a cell can
+    be rebound unseen).
+
+    Its own name and the globals it reads (rebinding one gives it a new token), its defaults
+    and attributes, and the loaded modules (a newly imported submodule travels with it).
+    """
+    if not isinstance(fn, types.FunctionType) or fn.__closure__ or fn.__dict__:
+        return None
+    main = _main_dict()
+    if fn.__module__ != "__main__" or fn.__globals__ is not main:
+        return None
+    names = _names(fn.__code__)
+    return (main.get(fn.__name__), fn.__defaults__, fn.__kwdefaults__,
+            len(sys.modules), *(main.get(name) for name in names))
+
+
 def _held_by_target(name: str, obj: Any) -> bool:
     inherited = _target()
     if inherited is None or _main_dict().get(name) is not obj:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import time
+import types
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -120,9 +121,14 @@ class AsyncCall:
         return f"AsyncCall({function_name(self.fn)}, concurrency={self.concurrency})"
 
 
+_CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect
+
+
 def is_coroutine_function(fn: object) -> bool:
     """Whether calling ``fn`` returns a coroutine: ``async def``, a partial of one, or an
     object whose ``__call__`` is ``async def``."""
+    if type(fn) is types.FunctionType and not fn.__dict__:  # the common case, cheaply (no
+        return bool(fn.__code__.co_flags & _CO_COROUTINE)  # inspect.markcoroutinefunction)
     import inspect
 
     if inspect.iscoroutinefunction(fn):

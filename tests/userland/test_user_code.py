@@ -148,6 +148,22 @@ def case_rebind_seen():
     return [first, second]
 
 
+def case_rebind_seen_by_submit():
+    # submit keeps a function's pickle for the next submit: a rebound global must reach the
+    # workers all the same, and so must a function defined anew under the same name.
+    global scale, scaled_twice
+    with pool(2) as p:
+        first = [p.submit(scaled, x).result() for x in (1, 2)]
+        scale = 10
+        second = [p.submit(scaled, x).result() for x in (1, 2)]
+        scaled_twice = lambda x: 2 * x  # noqa: E731 - as people write it
+        third = p.submit(scaled_twice, 1).result()
+        scaled_twice = lambda x: 3 * x  # noqa: E731
+        fourth = p.submit(scaled_twice, 1).result()
+    scale = 1
+    return [first, second, [third, fourth]]
+
+
 def _shared_objects():
     mp = stdlib()
     return mp.Lock(), mp.Value("i", 0), mp.Queue()
@@ -269,6 +285,7 @@ EXPECTED: dict[str, Any] = {
     "cache_persists": _check_cache,
     "parent_globals_unchanged": [0, []],
     "rebind_seen": [[1, 2], [10, 20]],
+    "rebind_seen_by_submit": [[1, 2], [10, 20], [2, 3]],
     "stdlib_initargs_pool": SHARED,
     "stdlib_initargs_executor": SHARED,
     "stdlib_spawn_args": [1, 1, ["from spawn"]],
@@ -380,9 +397,13 @@ def test_unguarded_pool(case: str, method: str, mode: str) -> None:
 # ---- a Jupyter kernel: the same cases as cells -----------------------------------------------
 
 # Two cells: the parent rebinds a global between two maps on one pool.
+# A global rebound in a later cell, seen by map and by submit (which keeps its function's
+# pickle from one call to the next).
 REBIND_CELLS = (
-    "scale = 1\nnotebook_pool = pool(2)\nreport('first', notebook_pool.map(scaled, [1, 2]))",
+    "scale = 1\nnotebook_pool = pool(2)\nreport('first', notebook_pool.map(scaled, [1, 2]))\n"
+    "report('first_submit', [notebook_pool.submit(scaled, x).result() for x in (1, 2)])",
     "scale = 10\ntry:\n    report('second', notebook_pool.map(scaled, [1, 2]))\n"
+    "    report('second_submit', [notebook_pool.submit(scaled, x).result() for x in (1, 2)])\n"
     "finally:\n    notebook_pool.shutdown()",
 )
 
@@ -408,7 +429,11 @@ def notebook() -> Iterator[dict[str, usercode.Outcome]]:
                 reports.update(ran.reports)
                 text.append(str(ran))
             if "first" in reports or "second" in reports:
-                reports["rebind_seen"] = [reports.get("first"), reports.get("second")]
+                by_map = [reports.get("first"), reports.get("second")]
+                by_submit = [reports.get("first_submit"), reports.get("second_submit")]
+                # what submit saw must be what map saw (a mismatch shows both)
+                reports["rebind_seen"] = (by_map if by_submit == by_map
+                                          else {"map": by_map, "submit": by_submit})
             outcomes[method] = usercode.Outcome(0, "\n".join(text), "", reports)
         yield outcomes
 

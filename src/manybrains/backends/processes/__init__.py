@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..._future import still_cancellable
 from ..._mainspace import sending_to
 from ..._mp_primitives import Kept
-from ..._serialize import dumps_checked
+from ..._serialize import FunctionCache, dumps_call, dumps_checked, plain
 from ..._task import Task, function_name, unwrap
 from ...ipc.arena import Arena, release_shared_memory
 from ...ipc.autoshare import Loan
@@ -71,6 +71,8 @@ class ProcessBackend(Backend):
             ("the initializer", options.initializer),
             *((f"initargs[{i}]", a) for i, a in enumerate(options.initargs))])
         self._arena = Arena()  # shared memory for big array arguments, reused across tasks
+        self._functions = FunctionCache()  # submit's functions, pickled once each
+        self._cancel_hook = self._on_cancel  # bound once: not one more object per task
         try:
             self._supervisor = self._supervise(options, launch)
         except BaseException:
@@ -92,22 +94,42 @@ class ProcessBackend(Backend):
 
     def submit(self, task: Task, *, timeout: float | None = None, retries: int = 0
                ) -> Future[Any]:
+        task_id = next(_ids)
+        call = self._call_frame(task, task_id)
+        if call is not None:  # nothing to lend shared memory to
+            return self._queue(task, task_id, call, timeout, retries)
+        header = protocol.request(protocol.TASK, task_id)
+        with Loan(self._arena) as loan, sending_to(self._launch.inherited_globals):
+            frame = dumps_checked((task.fn, task.args, task.kwargs, task.items, task.star),
+                                  header=header, parts=task.parts)
+            future = self._queue(task, task_id, frame, timeout, retries)
+        loan.settle_with(future)
+        return future
+
+    def _call_frame(self, task: Task, task_id: int) -> bytes | None:
+        """The task's message by the fast path, a ``CALL``: one call of a function pickled
+        before, with plain arguments (numbers, strings, small containers of them); else
+        None, and the task is pickled whole."""
+        if task.items is not None or not (plain(task.args) and plain(task.kwargs)):
+            return None
+        function = self._functions.get(task.fn, task.parts, self._launch.inherited_globals)
+        if function is None:
+            return None
+        return dumps_call(function, task.args, task.kwargs,
+                          protocol.request(protocol.CALL, task_id))
+
+    def _queue(self, task: Task, task_id: int, frame: bytes | bytearray,
+               timeout: float | None, retries: int) -> Future[Any]:
         from ..._future import TaskFuture
         from .state import Record
 
-        task_id = next(_ids)
-        with Loan(self._arena) as loan, sending_to(self._launch.inherited_globals):
-            frame = dumps_checked((task.fn, task.args, task.kwargs, task.items, task.star),
-                                  header=protocol.request(protocol.TASK, task_id),
-                                  parts=task.parts)
-            future: TaskFuture[Record] = TaskFuture()
-            future.handle = record = Record(task_id, frame, future, _label(task_id, task),
-                                            size=task.size, chunk=task.items is not None,
-                                            timeout=timeout, retries=retries, source=task)
-            if not self._options.stdlib_futures:
-                future.add_done_callback(self._on_done)
-            self._supervisor.submit(record)
-        loan.settle_with(future)
+        future: TaskFuture[Record] = TaskFuture()
+        future.handle = record = Record(task_id, frame, future, _label(task_id, task),
+                                        size=task.size, chunk=task.items is not None,
+                                        timeout=timeout, retries=retries, source=task)
+        if not self._options.stdlib_futures:
+            future.on_cancel = self._cancel_hook
+        self._supervisor.submit(record)
         return future
 
     def cancel(self, future: Future[Any]) -> bool:
@@ -138,12 +160,12 @@ class ProcessBackend(Backend):
         """Process ids of the current workers."""
         return self._supervisor.worker_pids()
 
-    def _on_done(self, future: Future[Any]) -> None:
-        if future.cancelled():  # a queued task is dropped; a running one killed if asked
-            record = _record(future)
-            assert record is not None  # only our own futures get this callback
-            self._supervisor.cancel(record, kill=self._options.cancel_running)
-            future.set_running_or_notify_cancel()  # wakes concurrent.futures.wait() waiters
+    def _on_cancel(self, future: Future[Any]) -> None:
+        # A queued task is dropped; a running one killed if asked.
+        record = _record(future)
+        assert record is not None  # only our own futures get this hook
+        self._supervisor.cancel(record, kill=self._options.cancel_running)
+        future.set_running_or_notify_cancel()  # wakes concurrent.futures.wait() waiters
 
     def _exit(self) -> None:
         wait_for_work = self._options.stdlib_futures  # as the stdlib executor does

@@ -6,15 +6,18 @@ the policy reads in one place; only the supervisor thread calls them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 
 from .state import Record, WorkerSlot
 
-# A second task is queued behind a running one only when it fits in the pipe's buffer (so the
-# send cannot block) and the worker's tasks are short (so it will not wait behind a long one
-# while another worker idles).
+# Tasks are queued behind a running one only while they fit in the pipe's buffer (so the send
+# cannot block) and the worker's tasks are short: those queued add up to no more than
+# PREFETCH_MAX_SECONDS of its recent pace, so none waits long while another worker idles.
+# Tiny tasks then travel many to a write, and the worker never waits for the next one.
 PREFETCH_BYTES = 32 * 1024
 PREFETCH_MAX_SECONDS = 0.002
+PREFETCH_MAX_TASKS = 256
 
 
 def pick_worker(workers: Iterable[WorkerSlot], record: Record, limit: int | None = None
@@ -26,15 +29,16 @@ def pick_worker(workers: Iterable[WorkerSlot], record: Record, limit: int | None
     """
     if limit is not None:  # once per call: without a limit the loop is what it always was
         workers = [w for w in workers if fits(w, record, limit)]
-    small = len(record.frame) <= PREFETCH_BYTES
+    size = len(record.frame)
     fallback = None
     for w in workers:
         if w.retiring or w.fate is not None or w.conn.closed:
             continue
         if not w.inflight and w.ready:
             return w
-        if fallback is None and small and _can_queue(w):
-            fallback = w
+        if (_can_queue(w, size)
+                and (fallback is None or len(w.inflight) < len(fallback.inflight))):
+            fallback = w  # the shortest queue: a burst is spread over the workers
     return fallback
 
 
@@ -55,12 +59,21 @@ def outgrown(workers: Iterable[WorkerSlot], record: Record, limit: int
             yield w
 
 
-def _can_queue(w: WorkerSlot) -> bool:
+def _can_queue(w: WorkerSlot, size: int) -> bool:
     # A starting worker reads its pipe only after its initializer; a busy one only after its
-    # task, which must be short, or the queued task would wait while others idle.
+    # tasks, which must be short, or the queued task would wait while others idle.
+    if w.inflight_bytes + size > PREFETCH_BYTES + (len(w.inflight[0].frame) if w.inflight
+                                                   else 0):
+        return False
     if not w.ready:
         return not w.inflight
-    return len(w.inflight) == 1 and w.last_elapsed <= PREFETCH_MAX_SECONDS
+    queued = len(w.inflight)  # with this one: the running task's successors
+    if queued > PREFETCH_MAX_TASKS or w.last_elapsed * queued > PREFETCH_MAX_SECONDS:
+        return False
+    # The last task was short, but the running one may not be: one running for longer than
+    # the whole budget (a task that waits on something) takes nothing more behind it.
+    started = w.inflight[0].started if w.inflight else None
+    return started is None or time.monotonic() - started <= PREFETCH_MAX_SECONDS
 
 
 def overdue(workers: Iterable[WorkerSlot], now: float) -> Iterator[tuple[WorkerSlot, Record]]:

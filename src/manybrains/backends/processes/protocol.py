@@ -4,7 +4,8 @@ Every message is one ``send_bytes`` frame: a fixed header, then (for most kinds)
 The header is read without unpickling anything, so the task id is known even when the pickle
 that follows is broken: that task alone fails.
 
-parent -> worker: ``TASK`` (header + pickled task) and ``STOP``.
+parent -> worker: ``TASK`` (header + pickled task), ``CALL`` (header + a function's pickled
+reference + plain arguments: the fast path of a small call) and ``STOP``.
 worker -> parent: ``READY`` once initialized, ``INIT_FAILED`` or ``START_FAILED`` with the
 error, and one ``DONE`` per task. Its header carries the task's outcome in the wire's own
 terms (:mod:`manybrains.backends._wire`: a result, an exception, an unpicklable task or
@@ -18,13 +19,14 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ("DONE", "INIT_FAILED", "LOG", "OUTPUT", "READY", "REPLY_SIZE", "REQUEST_SIZE",
+__all__ = ("CALL", "DONE", "INIT_FAILED", "LOG", "OUTPUT", "READY", "REPLY_SIZE", "REQUEST_SIZE",
            "START_FAILED", "STOP", "TASK", "read_reply", "read_request", "reply", "request",
            "stamp_pickling")
 
 # parent -> worker
 TASK = 1
 STOP = 2
+CALL = 3  # one call of a function the worker may hold already (_serialize.dumps_call)
 # worker -> parent
 READY = 10
 INIT_FAILED = 11  # pickled (exception, formatted traceback), as the wire's ERROR
@@ -49,7 +51,7 @@ def request(kind: int, task_id: int = 0) -> bytes:
     return _REQUEST.pack(kind, task_id)
 
 
-def read_request(frame: bytes | memoryview) -> tuple[int, int]:
+def read_request(frame: bytes | bytearray | memoryview) -> tuple[int, int]:
     """``(kind, task_id)`` of a parent -> worker message."""
     return _REQUEST.unpack_from(frame)
 
@@ -60,7 +62,7 @@ def reply(kind: int, task_id: int = 0, elapsed: float = 0.0, rss: int = 0, outco
     return _REPLY.pack(kind, outcome, task_id, elapsed, rss, 0.0)
 
 
-def read_reply(frame: bytes | memoryview) -> tuple[int, int, int, float, int, float]:
+def read_reply(frame: bytes | bytearray | memoryview) -> tuple[int, int, int, float, int, float]:
     """``(kind, outcome, task_id, elapsed, rss, seconds pickling)`` of a worker -> parent
     message: its whole header, read once."""
     header: tuple[int, int, int, float, int, float] = _REPLY.unpack_from(frame)

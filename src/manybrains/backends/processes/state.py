@@ -14,12 +14,14 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
+from .channel import Channel
+
 if TYPE_CHECKING:
     from .context import Launch
     from .worker import TaskMark
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Record:
     """One task on its way through the engine."""
 
@@ -54,6 +56,12 @@ class WorkerSlot:
     pickling: float = 0.0  # seconds the worker spent unpickling tasks and pickling results
     last_elapsed: float = float("inf")
     started_at: float = field(default_factory=time.monotonic)
+    outbox: list[bytes | bytearray | memoryview] = field(default_factory=list)  # to write
+    inflight_bytes: int = 0  # the frames of the tasks in ``inflight``
+    channel: Channel = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.channel = Channel(self.conn)
 
 
 @dataclass

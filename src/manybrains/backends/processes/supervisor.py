@@ -5,19 +5,36 @@ A task's journey::
     caller thread                      supervisor thread                    worker process
     -------------                      -----------------                    --------------
     Pool.submit(fn, *args)
-      pickle (fn, args) once  ──┐
-      -> SerializationError     │
-         raised right here      │
-      Record(id, frame, future) │
-      inbox.append + wake pipe ─┴──►  wait() wakes on the wake pipe
-                                      pending.append(record)
-                                      dispatch: an idle worker (or one
-                                      running only short tasks) gets it,
-                                      record -> worker.inflight  ──────────► recv_bytes()
-                                                                             unpickle, run, pickle
-                                      wait() wakes on its connection ◄────── send_bytes(result)
-                                      inflight.popleft() is this record
+      pickle once: a CALL (fn's     ──┐
+      cached reference + plain        │
+      arguments) or a whole TASK      │
+      -> SerializationError           │
+         raised right here            │
+      Record(id, frame, future)       │
+      inbox.append; the first post    │
+      since the supervisor looked     │
+      writes the wake byte ───────────┴► wait() wakes on the wake pipe
+                                      pending.extend(every record posted)
+                                      dispatch: an idle worker gets one; a
+                                      worker whose tasks are short gets more
+                                      queued behind its running one (about
+                                      2 ms of its pace), record -> inflight;
+                                      one write per worker ───────────────► one read: every task
+                                                                             sent so far; for each:
+                                                                             mark it, unpickle, run,
+                                      wait() wakes on its connection ◄────── send its reply
+                                      one read: every reply sent so far;
+                                      each is inflight.popleft()
       future.result() ◄───────────── future.set_result / set_exception
+
+    Batching is what makes small tasks cheap: a burst of submits wakes the supervisor once,
+    its tasks reach each worker in one write, and their replies come back in one read. In
+    the parent every system call also hands the GIL to the caller's thread, so fewer of them
+    is most of the gain. A worker sends each reply as soon as its task ends, never held
+    back: a crash then loses only the task it was running. The price: a task queued
+    behind one that turns out long waits for it, while another worker may idle. The queue
+    is kept to what the worker's recent tasks would finish in 2 ms, and a worker whose
+    current task has run longer than that gets nothing more (:mod:`.dispatch`).
 
     and when things go wrong:
       worker dies      wait() wakes on its sentinel: its task mark (shared memory the worker
@@ -55,7 +72,6 @@ before this thread starts.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import signal
@@ -74,7 +90,7 @@ from ..._errors import (
     describe_exit,
     rebuild_error,
 )
-from ..._future import set_exception, set_result
+from ..._future import TaskFuture, set_exception, set_result
 from ..._timings import TaskTimings
 from .. import _wire
 from .._base import Counters, WorkerStats
@@ -89,6 +105,16 @@ from .state import EngineOptions, Record, WorkerSlot
 
 LOGGER = logging.getLogger("manybrains")
 
+
+
+def _unlinked(record: Record) -> Future[Any]:
+    """``record``'s future, which no longer leads back to it: a settled task needs no record,
+    and the pair would otherwise be a reference cycle, freed only by the garbage collector,
+    whose passes over a program's 100,000 pending futures cost more than the tasks."""
+    future = record.future
+    if isinstance(future, TaskFuture):
+        future.handle = None
+    return future
 
 
 class Supervisor:
@@ -254,6 +280,13 @@ class Supervisor:
     # ---- sending ------------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
+        try:
+            self._assign()
+        finally:  # every task assigned to a worker goes in one write per worker
+            for w in list(self._workers.values()):
+                self._flush(w)
+
+    def _assign(self) -> None:
         limit = self._options.max_tasks_per_worker
         while self._pending and self._broken is None:
             target = pick_worker(self._workers.values(), self._pending[0], limit)
@@ -276,13 +309,9 @@ class Supervisor:
         return not record.future.cancelled()
 
     def _send(self, w: WorkerSlot, record: Record) -> None:
-        try:
-            w.conn.send_bytes(record.frame)
-        except OSError:  # the worker died; its sentinel will tell, the task goes back
-            self._pending.appendleft(record)
-            w.conn.close()
-            return
+        w.outbox.append(record.frame)
         w.inflight.append(record)
+        w.inflight_bytes += len(record.frame)
         if len(w.inflight) == 1 and w.ready:
             record.started = time.monotonic()
         w.calls += record.size
@@ -290,14 +319,27 @@ class Supervisor:
         if limit is not None and w.calls >= limit:
             self._retire(w)
 
+    def _flush(self, w: WorkerSlot) -> None:
+        """Write what :meth:`_send` queued for ``w``. If it died, the tasks stay in its
+        ``inflight``: its sentinel's path sends again those it never started."""
+        if not w.outbox:
+            return
+        frames, w.outbox = w.outbox, []
+        if w.conn.closed:
+            return
+        try:
+            w.channel.write(frames)
+        except OSError:  # the worker died; its sentinel will tell
+            w.conn.close()
+
     def _retire(self, w: WorkerSlot) -> None:
         """Let ``w`` finish what it holds, then exit. Its replacement starts once it has
         exited (:meth:`_reap`), not now: as in ``multiprocessing.Pool``, a pool never has
         more live workers than its width, where starting it now made a chain of them (each
         replacement, sent its one task before it was ready, retired and replaced at once)."""
         w.retiring = True
-        with contextlib.suppress(OSError):
-            w.conn.send_bytes(protocol.request(protocol.STOP))
+        w.outbox.append(protocol.request(protocol.STOP))  # after the tasks it was sent
+        self._flush(w)
 
     def _retire_outgrown(self, limit: int) -> None:
         # The next task does not fit in what these workers have left of their limit (a
@@ -308,24 +350,27 @@ class Supervisor:
     def _stop_idle_workers(self) -> None:
         for w in self._workers.values():
             if not w.retiring and not w.inflight:
-                w.retiring = True
-                with contextlib.suppress(OSError):
-                    w.conn.send_bytes(protocol.request(protocol.STOP))
+                self._retire(w)
 
     # ---- receiving ------------------------------------------------------------------------
 
-    def _receive(self, w: WorkerSlot) -> None:
+    def _receive(self, w: WorkerSlot, *, drain: bool = False) -> None:
+        """Handle the messages ``w`` sent: those one read brings (its connection was
+        readable), or with ``drain`` every one until its pipe is empty."""
         while not w.conn.closed:
             try:
-                if not w.conn.poll():
+                if drain and not w.conn.poll():
                     return
-                frame = w.conn.recv_bytes()
+                frames = w.channel.read()
             except (EOFError, OSError):  # it died; the sentinel path handles its tasks
                 w.conn.close()
                 return
-            self._on_message(w, frame)
+            for frame in frames:
+                self._on_message(w, frame)
+            if not drain:
+                return
 
-    def _on_message(self, w: WorkerSlot, frame: bytes) -> None:
+    def _on_message(self, w: WorkerSlot, frame: bytes | bytearray) -> None:
         kind, outcome, task_id, elapsed, rss, pickling = protocol.read_reply(frame)
         body = memoryview(frame)[protocol.REPLY_SIZE:]
         if kind == protocol.READY:
@@ -339,6 +384,7 @@ class Supervisor:
         elif kind == protocol.DONE and w.inflight and w.inflight[0].id == task_id:
             self._fresh_deaths = 0
             record = w.inflight.popleft()
+            w.inflight_bytes -= len(record.frame)
             self._account(w, elapsed)
             self._observe(w, record, elapsed, pickling)
             value, error = _wire.decode(outcome, body, record.label, record.chunk, elapsed)
@@ -375,18 +421,18 @@ class Supervisor:
             return self._fail(record, error)
         self.counters.add("done")
         self._open.pop(record.id, None)
-        set_result(record.future, value)
+        set_result(_unlinked(record), value)
 
     def _fail(self, record: Record, error: BaseException) -> None:
         self.counters.add("failed")
         self._open.pop(record.id, None)
-        set_exception(record.future, error)
+        set_exception(_unlinked(record), error)
 
     # ---- faults ---------------------------------------------------------------------------
 
     def _reap(self, w: WorkerSlot) -> None:
         """``w`` exited: settle what it held and replace it."""
-        self._receive(w)  # results it sent before dying are still in the pipe
+        self._receive(w, drain=True)  # results it sent before dying are still in the pipe
         w.process.join()
         w.conn.close()
         del self._workers[id(w)]

@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle  # noqa: F401 - imported here so a forkserver preloads it for every worker
 
 from ... import _mainspace
-from ..._serialize import Frame, dumps, loads
+from ..._serialize import Frame, dumps, loads, loads_call
 from ...ipc.autoshare import hand_off_results
 from ...ipc.segment import process_alive
 from .. import _wire
 from . import output, protocol
+from .channel import Channel
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -166,23 +167,39 @@ def _forget_pool(conn: Connection) -> None:
 
 
 def _serve(conn: Connection, rss: Any, mark: TaskMark) -> None:
+    channel = Channel(conn)  # many tasks per read when they come in a burst
     while True:
         try:
-            frame = conn.recv_bytes()
+            frames = channel.read_some()
         except (EOFError, OSError):  # the parent is gone
             return
-        kind, task_id = protocol.read_request(frame)
-        if kind == protocol.STOP:
-            return
-        mark.started(task_id)  # from here on, a death of this worker is this task's
-        received = time.perf_counter()
-        outcome, elapsed, body = _wire.execute(loads,
-                                               memoryview(frame)[protocol.REQUEST_SIZE:])
-        del frame  # a big task's bytes can go before its result is pickled
-        reply = _reply(outcome, task_id, elapsed, rss() if rss else 0, body)
-        protocol.stamp_pickling(reply, time.perf_counter() - received - elapsed)
-        if not _send(conn, reply):
-            return
+        frames.reverse()
+        while frames:
+            if not _run_next(conn, frames, rss, mark):
+                return
+
+
+def _run_next(conn: Connection, frames: list[bytes | bytearray], rss: Any, mark: TaskMark
+              ) -> bool:
+    """Run the task message at the end of ``frames`` (taking it off) and send its reply;
+    False to stop serving."""
+    frame = frames.pop()
+    kind, task_id = protocol.read_request(frame)
+    if kind == protocol.STOP:
+        return False
+    mark.started(task_id)  # from here on, a death of this worker is this task's
+    received = time.perf_counter()
+    unpickle = _load_call if kind == protocol.CALL else loads
+    outcome, elapsed, body = _wire.execute(unpickle, memoryview(frame)[protocol.REQUEST_SIZE:])
+    del frame  # a big task's bytes can go before its result is pickled
+    reply = _reply(outcome, task_id, elapsed, rss() if rss else 0, body)
+    protocol.stamp_pickling(reply, time.perf_counter() - received - elapsed)
+    return _send(conn, reply)
+
+
+def _load_call(payload: memoryview) -> _wire.TaskParts:
+    fn, args, kwargs = loads_call(payload)
+    return fn, args, kwargs, None, False
 
 
 def _reply(outcome: int, task_id: int, elapsed: float, rss: int, body: Any) -> Frame:
