@@ -2,6 +2,7 @@
 
     python -m benchmarks.harness                  # everything; writes docs/benchmarks.{md,png,json}
     python -m benchmarks.harness --tiny           # seconds: every workload and library, tiny sizes
+    python -m benchmarks.harness --tiny --ray-address 127.0.0.1:6379  # Ray ones on that cluster
     python -m benchmarks.harness --only W1,W3 --repeat 5 --json out.json
     python -m benchmarks.harness --only S1,W1n --libraries manybrains,loky --json out.json
     python -m benchmarks.harness --from-json docs/benchmarks.json --out docs   # redraw only
@@ -53,11 +54,14 @@ _ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
 # ---- inside a cell's subprocess ---------------------------------------------------------------
 
 def run_cells_here(cells: Sequence[Cell], size: str, repeat: int, workers: int,
-                   result_file: str) -> None:
-    """Run ``cells`` one after another in this process, appending one JSON line each."""
+                   result_file: str, ray_address: str | None = None) -> None:
+    """Run ``cells`` one after another in this process, appending one JSON line each; the
+    Ray adapters on the cluster at ``ray_address`` where one is given."""
     from . import peers
 
     try:
+        if ray_address and any(ADAPTERS[library].family == "ray" for _, library in cells):
+            peers.join_ray(ray_address)
         for key, library in cells:
             workload = WORKLOADS[key]
             record: dict[str, Any] = {"workload": key, "library": library}
@@ -97,13 +101,15 @@ def child_env() -> dict[str, str]:
 
 
 def run_subprocess(cells: Sequence[Cell], size: str, repeat: int, workers: int,
-                   timeout: float) -> list[dict[str, Any]]:
+                   timeout: float, ray_address: str | None = None) -> list[dict[str, Any]]:
     """Run ``cells`` in one fresh interpreter; a cell it did not finish is a failure."""
     with tempfile.TemporaryDirectory(prefix="mb-bench-") as tmp:
         result_file = str(Path(tmp) / "cells.jsonl")
         command = [sys.executable, "-m", "benchmarks.harness", "--cells",
                    ",".join(f"{k}:{lib}" for k, lib in cells), "--size", size,
                    "--repeat", str(repeat), "--workers", str(workers), "--result", result_file]
+        if ray_address:
+            command += ["--ray-address", ray_address]
         # its own session: on a timeout the whole tree (its pool workers too) is killed
         proc = subprocess.Popen(command, cwd=ROOT, env=child_env(), start_new_session=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -143,7 +149,8 @@ def skip_reason(cell: Cell, *, tiny: bool) -> str | None:
 
 
 def run_matrix(cells: Sequence[Cell], *, tiny: bool, repeat: int, workers: int,
-               timeout: float, jobs: int) -> list[dict[str, Any]]:
+               timeout: float, jobs: int, ray_address: str | None = None
+               ) -> list[dict[str, Any]]:
     runnable, records = [], []
     for key, library in cells:
         reason = skip_reason((key, library), tiny=tiny)
@@ -155,8 +162,8 @@ def run_matrix(cells: Sequence[Cell], *, tiny: bool, repeat: int, workers: int,
     if tiny:  # the matrix is checked, nothing is timed
         groups = tiny_groups(runnable)
         with ThreadPoolExecutor(jobs) as pool:
-            for done in pool.map(lambda g: run_subprocess(g, "tiny", 1, workers, timeout),
-                                 groups):
+            for done in pool.map(lambda g: run_subprocess(g, "tiny", 1, workers, timeout,
+                                                          ray_address), groups):
                 records.extend(done)
                 for record in done:
                     progress(record)
@@ -294,12 +301,18 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", help="write benchmarks.md and benchmarks.png to this folder "
                         "(default for a full run of everything: docs/)")
     parser.add_argument("--from-json", help="no run: redraw the report from this JSON file")
+    parser.add_argument("--ray-address", help="--tiny only: the Ray adapters join this running "
+                        "Ray cluster (left running) instead of starting an instance of their "
+                        "own, e.g. the test suite's")
     parser.add_argument("--cells", help=argparse.SUPPRESS)  # the subprocess side
     parser.add_argument("--size", default="full", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
+    if args.ray_address and not (args.tiny or args.cells):
+        parser.error("--ray-address is for --tiny runs: a full run times Ray on an instance "
+                     "of its own")
     for name, given, known in (("workload", args.only, WORKLOADS),
                                ("library", args.libraries, ADAPTERS)):
         unknown = [x for x in (given or "").split(",") if x and x not in known]
@@ -313,7 +326,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     workers = args.workers or len(os.sched_getaffinity(0))
     if args.cells:
         cells = [tuple(c.split(":", 1)) for c in args.cells.split(",")]
-        run_cells_here(cells, args.size, args.repeat, workers, args.result)  # type: ignore[arg-type]
+        run_cells_here(cells, args.size, args.repeat, workers, args.result,  # type: ignore[arg-type]
+                       args.ray_address)
         return {}
     from . import report
 
@@ -352,7 +366,8 @@ def run(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     sampler.start()
     try:
         records = run_matrix(plan(keys, libraries), tiny=args.tiny, repeat=repeat,
-                             workers=workers, timeout=timeout, jobs=max(1, args.jobs))
+                             workers=workers, timeout=timeout, jobs=max(1, args.jobs),
+                             ray_address=args.ray_address)
     finally:
         stop.set()
     return {

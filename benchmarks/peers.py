@@ -655,6 +655,20 @@ def start_ray(workers: int) -> None:
     _ray_cpus = workers
 
 
+def join_ray(address: str) -> None:
+    """Connect this process to the running Ray cluster at ``address`` (left running): the
+    Ray adapters' prepare() then uses it instead of starting an instance of their own, and
+    close_clusters() leaves it alone (the process disconnects as it exits). For a --tiny check
+    on a Ray that is already up (the test suite's)."""
+    global _ray_cpus
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(address=address, configure_logging=False)
+    _ray_cpus = None  # not ours to stop: start_ray() keeps it whatever the worker count
+
+
 def stop_ray() -> None:
     global _ray_cpus
     if _ray_cpus is not None:

@@ -219,8 +219,12 @@ def jupyter_kernel(timeout: float = 60.0) -> Iterator[Kernel]:
     import nbformat
     from nbclient import NotebookClient
 
+    # shutdown_kernel="immediate": the kernel is killed at the end, not asked to exit. Asked,
+    # a kernel that ever started a forkserver (a stdlib pool's as much as ours) takes seconds
+    # to go, and what the cells left running is killed below either way.
     client = NotebookClient(nbformat.v4.new_notebook(), timeout=timeout, kernel_name="python3",
-                            allow_errors=True, startup_timeout=timeout)
+                            allow_errors=True, startup_timeout=timeout,
+                            shutdown_kernel="immediate")
     started: list[psutil.Process] = []
     try:
         with client.setup_kernel():

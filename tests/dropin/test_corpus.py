@@ -98,7 +98,7 @@ RUN_TIMEOUT = 30.0  # seconds one run of one program may take
 SETTLE = 2.0  # seconds after its exit by which every process of its session must be gone
 SLOWER_BY = 5.0  # seconds the manybrains run may take beyond twice the stdlib's
 RACY_RUNS = 3
-AT_ONCE = 3  # runs at a time (2 cores)
+AT_ONCE = 4  # runs at a time (2 cores: a run mostly waits, on its pool start or its sleeps)
 
 MARKER = re.compile(r"^# corpus: (?P<name>[\w-]+)(?: (?P<args>.*))?$")
 EXPECTED_LINE = re.compile(r"^# \| ?(?P<line>.*)$")
