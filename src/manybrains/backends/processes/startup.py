@@ -115,7 +115,9 @@ class Startup:
     def __init__(self, options: EngineOptions) -> None:
         self._options = options
         launch = options.launch
-        load_engine_modules(launch.method)
+        self._modules_loaded = False
+        if launch.method != "template":
+            self._load_engine_modules()
         inherited = launch.inherited_globals if launch.method == "fork" else None
         # The very object a template kept, so that it travels as a reference to its copy.
         initialization = (launch.kept if launch.kept is not None
@@ -163,7 +165,15 @@ class Startup:
             process.name = process.name.replace("Process", "PoolWorker")
         if launch.method == "template":
             self._ask_early(process)
+            # Imported while the template forks that worker; prepare() makes the first
+            # workers in the pool's caller, before its supervisor thread starts.
+            self._load_engine_modules()
         return Prepared(process, parent_end, child_end, mark)
+
+    def _load_engine_modules(self) -> None:
+        if not self._modules_loaded:  # once, in the caller (see ENGINE_MODULES)
+            load_engine_modules(self._options.launch.method)
+            self._modules_loaded = True
 
     def _ask_early(self, process: Any) -> None:
         """Ask the template for ``process`` now (a :class:`~.template.TemplateProcess`).
