@@ -112,7 +112,11 @@ def _template_launch(*, explicit: bool, keep: object, parts: Parts | None) -> La
         if explicit:
             raise ValueError("start_method='template' needs Linux; choose 'spawn'")
         return Launch(multiprocessing.get_context("spawn"), "the default off Linux")
-    from . import template
+    # inner_threads and worker, which only the template's workers run, are imported before
+    # the template is forked (this process imports them for its pool anyway): a template
+    # imports before it can fork its first worker, and a process just forked imports slower,
+    # each page it writes copied first.
+    from . import inner_threads, template, worker  # noqa: F401
 
     found, reason = template.acquire(keep=keep)
     if found is None:
