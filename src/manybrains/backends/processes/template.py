@@ -161,6 +161,7 @@ class Template:
         _live.discard(self)
         with self._lock:
             self._socket.close()  # the template exits once its workers are gone
+            self._unanswered.clear()  # asked for by a pool that never started them
         _reap_template(self.pid)
 
 
