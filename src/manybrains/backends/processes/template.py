@@ -394,7 +394,8 @@ def _run_template(sock: socket.socket, parent_pid: int, snapshot: dict[str, str]
 
 
 def _detach(parent_pid: int) -> None:  # pragma: no cover - runs in the template
-    from . import inner_threads  # a worker's first step: its workers find it loaded
+    # Both imported by the pool's process before it forked this one (context._template_launch).
+    from . import inner_threads
     from .worker import detach_from_parent
 
     detach_from_parent()  # Ctrl-C is for the pool to handle; the parent's death ends it
