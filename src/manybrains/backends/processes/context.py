@@ -201,7 +201,7 @@ def hold_template(start_method: str | BaseContext | None) -> Template | None:
         return None
     if (start_method or default_start_method()) != "template":
         return None
-    from . import template
+    from . import inner_threads, template, worker  # noqa: F401 - see _template_launch
 
     return template.hold()
 

@@ -394,7 +394,7 @@ def _run_template(sock: socket.socket, parent_pid: int, snapshot: dict[str, str]
 
 
 def _detach(parent_pid: int) -> None:  # pragma: no cover - runs in the template
-    # Both imported by the pool's process before it forked this one (context._template_launch).
+    # Both imported before this process was forked (see context._template_launch).
     from . import inner_threads
     from .worker import detach_from_parent
 
