@@ -10,7 +10,6 @@ forever; here any callback failure is logged and the engine goes on.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
@@ -65,11 +64,16 @@ def still_cancellable(future: Future[Any]) -> bool:
 
 def set_result(future: Future[Any], value: Any) -> None:
     """Resolve ``future`` unless the caller cancelled it meanwhile."""
-    with contextlib.suppress(InvalidStateError):  # cancelled by its owner meanwhile
+    # try, not contextlib.suppress: this runs once per task, 100,000 times a second
+    try:  # noqa: SIM105
         future.set_result(value)
+    except InvalidStateError:  # cancelled by its owner meanwhile
+        pass
 
 
 def set_exception(future: Future[Any], exc: BaseException) -> None:
     """Fail ``future`` unless the caller cancelled it meanwhile."""
-    with contextlib.suppress(InvalidStateError):
+    try:  # noqa: SIM105
         future.set_exception(exc)
+    except InvalidStateError:  # cancelled by its owner meanwhile
+        pass

@@ -13,6 +13,7 @@ coroutines while the engine sees one message each way.
 
 from __future__ import annotations
 
+import array
 import itertools
 import time
 import types
@@ -67,13 +68,18 @@ class ChunkOutcome:
 
 
 class PackedScalars:
-    """A chunk's results that are numpy scalars of one type, as one array for the trip back.
+    """A chunk's results of one number type, as one array for the trip back.
 
     Pickled one by one, 100,000 ``numpy.int64`` take 120 ms and 1.9 MB; as an array, a copy
-    of 800 kB. The caller gets the same scalar type back for each value (``list(array)``).
+    of 800 kB. Plain ``int`` results that fit in 64 bits go as an ``array.array`` too: the
+    caller's thread, through which every result of a pool passes, rebuilds them about twice
+    as fast as it unpickles them one by one. The caller gets the same type back for each
+    value (``list(array)``, ``array.tolist()``).
     """
 
     __slots__ = ("array",)
+
+    _SMALLEST = 64  # fewer ints than this travel as they are: packing them saves nothing
 
     def __init__(self, array: Any) -> None:
         self.array = array
@@ -83,20 +89,41 @@ class PackedScalars:
 
     @staticmethod
     def pack(values: list[Any]) -> list[Any] | PackedScalars:
-        """``values`` as one array when they are numbers or booleans of one numpy type."""
-        if not values or type(values[0]).__module__ != "numpy":
+        """``values`` as one array when they are ints, or numbers or booleans of one numpy
+        type."""
+        if not values:
+            return values
+        kind = type(values[0])
+        if kind is int:
+            return PackedScalars._pack_ints(values)
+        if kind.__module__ != "numpy":
             return values  # the common case costs one type check
         import numpy as np  # already loaded: the values are numpy's
 
-        kind = type(values[0])
         if not issubclass(kind, (np.number, np.bool_)) or len(set(map(type, values))) != 1:
             return values
         return PackedScalars(np.fromiter(values, dtype=values[0].dtype, count=len(values)))
 
     @staticmethod
+    def _pack_ints(values: list[Any]) -> list[Any] | PackedScalars:
+        # bools and IntEnums (int subclasses) must come back as they went
+        if len(values) < PackedScalars._SMALLEST or set(map(type, values)) != {int}:
+            return values
+        try:
+            return PackedScalars(array.array("q", values))
+        except OverflowError:  # past 64 bits: pickled one by one, as any int
+            return values
+
+    @staticmethod
     def unpack(values: list[Any] | PackedScalars) -> list[Any]:
-        """The list :meth:`pack` was given, each value of its own numpy type again."""
-        return values if type(values) is list else list(values.array)  # type: ignore[union-attr]
+        """The list :meth:`pack` was given, each value of its own type again."""
+        if type(values) is list:
+            return values
+        packed = values.array  # type: ignore[union-attr]
+        if type(packed) is array.array:
+            result: list[Any] = packed.tolist()
+            return result
+        return list(packed)
 
 
 class AsyncCall:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import socket
 import threading
 import time
 from concurrent.futures import wait
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 import pytest
 from tasks import add, square
@@ -66,6 +68,55 @@ def test_the_fast_path_and_the_whole_pickle_agree():
             pool.submit(square, threading.Lock())
         with pytest.raises(ZeroDivisionError):
             pool.submit(divmod, 1, 0).result(timeout=30)
+
+
+def hold(gate: str) -> int:
+    """Write this worker's pid to ``gate``, then wait until ``gate + ".go"`` exists."""
+    with open(gate + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(gate + ".tmp", gate)
+    deadline = time.monotonic() + 60  # a backstop: a failed test opens every gate
+    while not os.path.exists(gate + ".go") and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return os.getpid()
+
+
+def _pid_in(path: Path) -> int:
+    deadline = time.monotonic() + 15
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path.name} was never written"
+        time.sleep(0.005)
+    return int(path.read_text())
+
+
+def test_a_worker_that_does_not_read_holds_up_no_other(tmp_path):
+    # Worker A is stopped (SIGSTOP) while idle, and a task too big for its pipe is sent to
+    # it: the supervisor writes what fits and goes on serving worker B meanwhile.
+    gates = [tmp_path / "a", tmp_path / "b"]
+    with mb.Pool(2) as pool:
+        holds = [pool.submit(hold, str(gate)) for gate in gates]
+        a, b = (_pid_in(gate) for gate in gates)
+        assert a != b
+        stopped = False
+        try:
+            Path(f"{gates[0]}.go").touch()
+            assert holds[0].result(timeout=15) == a  # A is idle, reading its pipe
+            os.kill(a, signal.SIGSTOP)
+            stopped = True
+            big = pool.submit(len, b"x" * (64 << 20))
+            time.sleep(0.2)  # the supervisor has sent A what its pipe takes
+            Path(f"{gates[1]}.go").touch()
+            assert holds[1].result(timeout=15) == b
+            small = [pool.submit(square, i) for i in range(200)]
+            done, _ = wait(small, timeout=15)
+            assert len(done) == len(small), "the supervisor was stuck writing to worker A"
+            assert not big.done()
+        finally:
+            for gate in gates:
+                Path(f"{gate}.go").touch()
+            if stopped:
+                os.kill(a, signal.SIGCONT)
+        assert big.result(timeout=30) == 64 << 20
 
 
 # ---- the framing, on a real socket pair ---------------------------------------------------

@@ -5,6 +5,7 @@ both rely on exactly these outcomes."""
 from __future__ import annotations
 
 import copyreg
+import enum
 import pickle
 import threading
 from typing import Any
@@ -161,3 +162,31 @@ def test_packed_scalars_keep_their_type_and_value(dtype):
     assert isinstance(packed, PackedScalars)
     back = PackedScalars.unpack(pickle.loads(pickle.dumps(packed)))
     assert back == given and all(type(v) is kind for v in back)
+
+
+def test_a_chunk_of_plain_ints_travels_as_one_array_and_comes_back_as_ints():
+    items = range(-500, 1500)
+    _, body = _wire.execute(loads, dumps((square, (), {}, items, False)))[0::2]
+    assert isinstance(body[0], PackedScalars)
+    assert len(pickle.dumps(body)) < 8 * 2000 + 500  # 8 bytes an int
+    _, outcome, error = _round_trip((square, (), {}, items, False), chunk=True)
+    assert error is None and outcome.values == [x * x for x in items]
+    assert {type(v) for v in outcome.values} == {int}
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+
+
+@pytest.mark.parametrize("values", [
+    pytest.param([True, False] * 100, id="bools"),
+    pytest.param([1] * 100 + [True], id="ints-and-a-bool"),
+    pytest.param([Level.LOW] * 100, id="int-enum"),
+    pytest.param([1] * 100 + [2**63], id="past-64-bits"),
+    pytest.param([1] * 100 + [1.0], id="ints-and-a-float"),
+    pytest.param(list(range(10)), id="few"),
+])
+def test_ints_are_packed_only_where_nothing_is_lost(values):
+    packed = PackedScalars.pack(values)
+    assert packed is values
+    assert PackedScalars.unpack(packed) is values

@@ -53,6 +53,7 @@ class ThreadBackend(Backend):
         self._queue: deque[_Job] = deque()
         self._workers: list[_Worker] = []  # live ones; abandoned workers are dropped
         self._idle = 0
+        self._starting = 0  # hired threads that have not yet looked for a job
         self._closed = False
         self._broken: BaseException | None = None
         self._timed: set[_Job] = set()
@@ -68,7 +69,9 @@ class ThreadBackend(Backend):
             self._check_open()
             self.counters.add("submitted")
             self._queue.append(job)
-            self._staff()
+            hired = self._staff()
+        if hired is not None:  # started outside the lock: the new thread takes it at once
+            self._start(hired)
         return future
 
     def cancel(self, future: Future[Any]) -> bool:
@@ -111,21 +114,75 @@ class ThreadBackend(Backend):
     def _check_open(self) -> None:
         check_open(self._closed, self._broken)
 
-    def _staff(self) -> None:
-        """Wake an idle thread, or start one while queued jobs outnumber idle threads."""
-        if len(self._queue) > self._idle and len(self._workers) < self._options.workers:
-            self._hire()
-        else:
-            self._work_ready.notify()
+    def _staff(self) -> _Worker | None:
+        """Wake an idle thread, or see that one starts while queued jobs outnumber idle and
+        starting threads: the worker to :meth:`_start` once the lock is released, if any.
 
-    def _hire(self) -> None:
+        The caller starts the first thread of a burst; each thread that starts then starts
+        up to two more while jobs still wait (:meth:`_grow`). ``Thread.start()`` waits for
+        the new thread to run, so started one by one from the caller, 200 threads for 200
+        waiting calls took 15 ms on a quiet machine and 60 to 100 ms on a busy one, while
+        the calls queued behind them; started as a tree they take a few milliseconds.
+        """
+        if self._needs_threads():
+            return self._hire() if self._starting == 0 else None
+        self._work_ready.notify()
+        return None
+
+    def _needs_threads(self, taking: int = 0) -> bool:
+        """More jobs wait than threads will take (``taking``: jobs the calling thread is
+        about to take itself)."""
+        return (len(self._queue) - taking > self._idle + self._starting
+                and len(self._workers) < self._options.workers)
+
+    def _grow(self) -> None:
+        """In a thread that has just started: start up to two more while jobs wait."""
+        hired: list[_Worker] = []
+        with self._lock:
+            self._starting -= 1
+            while (len(hired) < 2 and not self._closed and self._broken is None
+                   and self._needs_threads(taking=1)):
+                hired.append(self._hire())
+        for worker in hired:
+            try:
+                self._start(worker)
+            except RuntimeError:  # the system has no more threads: those running
+                return  # take the jobs
+
+    def _hire(self) -> _Worker:
+        """A new worker, counted; its thread is started by :meth:`_start`, without the
+        lock held (``Thread.start()`` waits until the thread runs)."""
         worker = _Worker()
-        thread = threading.Thread(target=self._work, args=(worker,), daemon=True,
-                                  name=f"{self._prefix}-{self.counters['workers_started'] + 1}")
-        worker.thread = thread
+        worker.thread = threading.Thread(
+            target=self._work, args=(worker,), daemon=True,
+            name=f"{self._prefix}-{self.counters['workers_started'] + 1}")
         self._workers.append(worker)
         self.counters.add("workers_started")
-        thread.start()
+        self._starting += 1
+        return worker
+
+    def _start(self, worker: _Worker) -> None:
+        assert worker.thread is not None
+        try:
+            worker.thread.start()
+        except BaseException:  # no thread (out of them): the ones running take the jobs
+            with self._lock:
+                self._starting -= 1
+                if worker in self._workers:
+                    self._workers.remove(worker)
+            raise
+
+    def _replace(self) -> None:
+        """Under the lock, on the rare paths (a thread abandoned or retired): start one now
+        (it waits for the lock to look for work)."""
+        worker = self._hire()
+        assert worker.thread is not None
+        try:
+            worker.thread.start()
+        except BaseException:
+            self._starting -= 1
+            self._workers.remove(worker)
+            raise
 
     def _abandon(self, worker: _Worker) -> None:
         """Give up on ``worker``'s running call; a new thread takes its place if needed."""
@@ -135,7 +192,7 @@ class ThreadBackend(Backend):
         if worker.job is not None:
             self._timed.discard(worker.job)
         if self._queue and not self._broken:
-            self._hire()
+            self._replace()
 
     def _abandon_running(self) -> None:
         for worker in list(self._workers):
@@ -146,6 +203,7 @@ class ThreadBackend(Backend):
     # ---- worker threads -----------------------------------------------------------------
 
     def _work(self, worker: _Worker) -> None:
+        self._grow()
         if not self._initialize():
             return
         while (job := self._next_job(worker)) is not None:
@@ -154,7 +212,7 @@ class ThreadBackend(Backend):
             if worker in self._workers:
                 self._workers.remove(worker)
                 if self._queue and not self._broken:  # it retired (max_tasks_per_worker)
-                    self._hire()
+                    self._replace()
             self._deadline_moved.notify()  # the watcher exits once the last worker is gone
 
     def _initialize(self) -> bool:

@@ -9,19 +9,28 @@ reads its tasks the same way. Each message keeps ``multiprocessing.Connection``'
 use the plain ``send_bytes`` (a worker sends each reply as soon as its task ends: a reply
 held back would be lost with its results if the worker then crashed).
 
-The descriptors are the connection's own; reading and writing them directly is POSIX. The
-seam for other systems is this module: there, :class:`Channel` can fall back to the
-connection's ``recv_bytes`` and ``send_bytes``, one message each.
+The supervisor's end does not block: what a worker's pipe cannot take now waits in the
+channel and is written when :func:`wait_ready` says the pipe has room, so the supervisor never
+stops for one worker (a big task to a worker that reads slowly, or many tasks queued behind a
+running one) while others answer, die or run out of time.
+
+The descriptors are the connection's own; reading, writing and polling them directly is
+POSIX. The seam for other systems is this module: there, :class:`Channel` can fall back to
+the connection's ``recv_bytes`` and ``send_bytes``, one message each, and :func:`wait_ready`
+to ``multiprocessing.connection.wait``.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import select
 import struct
+from collections import deque
 from collections.abc import Iterable
 from multiprocessing.connection import Connection
 
-__all__ = ("Channel",)
+__all__ = ("Channel", "wait_ready")
 
 _SHORT = struct.Struct("!i")
 _LONG = struct.Struct("!Q")
@@ -30,14 +39,20 @@ _JOIN_LIMIT = 64 * 1024  # frames up to this size are copied into one buffer and
 
 
 class Channel:
-    """One end of a worker's duplex pipe, with a read buffer."""
+    """One end of a worker's duplex pipe, with a read buffer and, when it does not block,
+    the bytes still to write."""
 
-    __slots__ = ("_buffer", "_fd", "conn")
+    __slots__ = ("_big", "_blocking", "_buffer", "_fd", "_unsent", "conn")
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, *, blocking: bool = True) -> None:
         self.conn = conn
         self._fd = conn.fileno()
+        self._blocking = blocking
+        if not blocking:
+            os.set_blocking(self._fd, False)
         self._buffer = bytearray()
+        self._big: tuple[bytearray, int] | None = None  # a big message, and bytes of it read
+        self._unsent: deque[bytes | memoryview] = deque()
 
     @property
     def closed(self) -> bool:
@@ -49,17 +64,26 @@ class Channel:
     # ---- reading --------------------------------------------------------------------------
 
     def read(self) -> list[bytes | bytearray]:
-        """The messages that one ``read`` completes (none if it ended inside one). Blocks
-        only while nothing at all has arrived, or for the rest of a big message already
-        being sent. Raises ``EOFError`` when the other end has closed."""
-        data = os.read(self._fd, _READ_SIZE)
+        """The messages that one ``read`` completes (none if it ended inside one, or, when
+        the channel does not block, if nothing had arrived). A blocking channel blocks while
+        nothing at all has arrived, and for the rest of a big message already being sent.
+        Raises ``EOFError`` when the other end has closed."""
+        if self._big is not None:
+            return self._fill_big()
+        try:
+            data = os.read(self._fd, _READ_SIZE)
+        except BlockingIOError:
+            return []
         if not data:
             raise EOFError
         self._buffer += data
-        return self._frames()
+        frames = self._frames()
+        if self._big is not None and self._blocking:
+            frames += self._fill_big()
+        return frames
 
     def read_some(self) -> list[bytes | bytearray]:
-        """At least one message: reads until one is complete."""
+        """At least one message: reads until one is complete (a blocking channel's)."""
         frames = self.read()
         while not frames:
             frames = self.read()
@@ -78,8 +102,10 @@ class Channel:
                 frames.append(bytes(buffer[start:end]))
                 at = end
                 continue
-            if size >= _READ_SIZE:  # big: read the rest straight into its own buffer
-                frames.append(self._rest_of(buffer, start, size))
+            if size >= _READ_SIZE:  # big: the rest is read straight into its own buffer
+                big = bytearray(size)
+                big[:len(buffer) - start] = buffer[start:]
+                self._big = (big, len(buffer) - start)
                 at = len(buffer)
             break
         del buffer[:at]
@@ -95,38 +121,88 @@ class Channel:
         long_size: int = _LONG.unpack_from(buffer, at + _SHORT.size)[0]
         return long_size, at + _SHORT.size + _LONG.size
 
-    def _rest_of(self, buffer: bytearray, start: int, size: int) -> bytearray:
-        frame = bytearray(size)
-        got = len(buffer) - start
-        frame[:got] = buffer[start:]
-        view = memoryview(frame)
-        while got < size:
-            n = os.readv(self._fd, [view[got:]])
-            if n == 0:
-                raise EOFError
-            got += n
-        return frame
+    def _fill_big(self) -> list[bytes | bytearray]:
+        assert self._big is not None
+        big, got = self._big
+        with memoryview(big) as view:
+            while got < len(big):
+                try:
+                    n = os.readv(self._fd, [view[got:]])
+                except BlockingIOError:
+                    self._big = (big, got)
+                    return []
+                if n == 0:
+                    raise EOFError
+                got += n
+        self._big = None
+        return [big]
 
     # ---- writing --------------------------------------------------------------------------
 
     def write(self, frames: Iterable[bytes | bytearray | memoryview]) -> None:
-        """Send ``frames``, each as one message, in as few system calls as their sizes allow.
-        Raises ``OSError`` if the other end is gone."""
+        """Send ``frames``, each as one message, in as few system calls as their sizes
+        allow. A channel that does not block keeps what the pipe cannot take now
+        (:attr:`unsent`; :meth:`flush` it when the pipe is writable). Raises ``OSError`` if
+        the other end is gone."""
         joined: list[bytes | bytearray | memoryview] = []
         for frame in frames:
             size = len(frame)
             joined.append(_SHORT.pack(size) if size < 0x7FFFFFFF
                           else _SHORT.pack(-1) + _LONG.pack(size))
             if size > _JOIN_LIMIT:  # not copied: written on its own
-                self._write_all(b"".join(joined))
-                self._write_all(frame)
+                self._unsent.append(b"".join(joined))
+                self._unsent.append(memoryview(frame))
                 joined = []
             else:
                 joined.append(frame)
         if joined:
-            self._write_all(b"".join(joined))
+            self._unsent.append(b"".join(joined))
+        self.flush()
 
-    def _write_all(self, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
+    @property
+    def unsent(self) -> bool:
+        """Bytes wait to be written (only where the channel does not block)."""
+        return bool(self._unsent)
+
+    def flush(self) -> None:
+        """Write what waits, as far as the pipe takes it without blocking (a blocking
+        channel: all of it)."""
+        unsent = self._unsent
+        while unsent:
+            head = unsent[0]
+            try:
+                written = os.write(self._fd, head)
+            except BlockingIOError:
+                return
+            if written < len(head):
+                unsent[0] = memoryview(head)[written:]
+            else:
+                unsent.popleft()
+
+    def fileno(self) -> int:
+        return self._fd
+
+
+def wait_ready(readers: Iterable[int], writers: Iterable[int], timeout: float | None
+               ) -> tuple[list[int], list[int]]:
+    """The descriptors among ``readers`` that can be read (or have hung up) and among
+    ``writers`` that can be written, once any is, or after ``timeout`` seconds (None:
+    wait as long as it takes). A ``multiprocessing.connection.wait`` that also waits to
+    write."""
+    masks: dict[int, int] = {}
+    for fd in readers:
+        masks[fd] = masks.get(fd, 0) | select.POLLIN
+    for fd in writers:
+        masks[fd] = masks.get(fd, 0) | select.POLLOUT
+    poller = select.poll()
+    for fd, mask in masks.items():
+        poller.register(fd, mask)
+    milliseconds = None if timeout is None else math.ceil(timeout * 1000)
+    events = poller.poll(milliseconds)
+    # As selectors reads poll: anything but "writable" (a hang-up, an error) wakes a
+    # reader, who then sees it; anything but "readable" wakes a writer.
+    readable = [fd for fd, event in events if event & ~select.POLLOUT
+                and masks[fd] & select.POLLIN]
+    writable = [fd for fd, event in events if event & ~select.POLLIN
+                and masks[fd] & select.POLLOUT]
+    return readable, writable

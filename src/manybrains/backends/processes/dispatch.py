@@ -11,10 +11,12 @@ from collections.abc import Iterable, Iterator
 
 from .state import Record, WorkerSlot
 
-# Tasks are queued behind a running one only while they fit in the pipe's buffer (so the send
-# cannot block) and the worker's tasks are short: those queued add up to no more than
-# PREFETCH_MAX_SECONDS of its recent pace, so none waits long while another worker idles.
-# Tiny tasks then travel many to a write, and the worker never waits for the next one.
+# Tasks are queued behind a running one only while they are small (a queued task cannot be
+# taken back and given to another worker, so only cheap ones are committed early) and the
+# worker's tasks are short: those queued add up to no more than PREFETCH_MAX_SECONDS of its
+# recent pace, so none waits long while another worker idles. Tiny tasks then travel many to a
+# write, and the worker never waits for the next one. (The pipe never blocks the supervisor:
+# what does not fit waits in the worker's channel.)
 PREFETCH_BYTES = 32 * 1024
 PREFETCH_MAX_SECONDS = 0.002
 PREFETCH_MAX_TASKS = 256

@@ -61,7 +61,7 @@ class WorkerSlot:
     channel: Channel = field(init=False)
 
     def __post_init__(self) -> None:
-        self.channel = Channel(self.conn)
+        self.channel = Channel(self.conn, blocking=False)  # the supervisor never waits on it
 
 
 @dataclass

@@ -31,7 +31,9 @@ A task's journey::
     its tasks reach each worker in one write, and their replies come back in one read. In
     the parent every system call also hands the GIL to the caller's thread, so fewer of them
     is most of the gain. A worker sends each reply as soon as its task ends, never held
-    back: a crash then loses only the task it was running. The price: a task queued
+    back: a crash then loses only the task it was running. Writes never block this thread:
+    what a worker's pipe cannot take now stays in its channel (:mod:`.channel`) and goes
+    when the pipe has room, so one worker that reads slowly holds up no other. The price: a task queued
     behind one that turns out long waits for it, while another worker may idle. The queue
     is kept to what the worker's recent tasks would finish in 2 ms, and a worker whose
     current task has run longer than that gets nothing more (:mod:`.dispatch`).
@@ -60,8 +62,8 @@ module namespace per worker, as under the stdlib.
 
 Only this thread touches worker state, so there are no locks around it: other threads talk to
 it through its :class:`~.inbox.Inbox` (a deque, and a byte on a pipe). It never polls or sleeps:
-``multiprocessing.connection.wait`` returns when a worker answers, when one dies (its
-sentinel), when a deadline passes or when the caller has news.
+:func:`.channel.wait_ready` returns when a worker answers, when one dies (its sentinel), when
+a pipe that was full has room, when a deadline passes or when the caller has news.
 
 It never imports a module either, nor runs the pickler over the pool's initializer: another
 thread of the program may be importing that module at that moment, and a module read while
@@ -80,7 +82,6 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import CancelledError, Future
-from multiprocessing.connection import wait
 from typing import Any
 
 from ..._errors import (
@@ -97,6 +98,7 @@ from .._base import Counters, WorkerStats
 
 # inner_threads: a worker's first step; imported here, template workers find it loaded.
 from . import inner_threads, output, protocol  # noqa: F401
+from .channel import wait_ready
 from .dispatch import next_deadline, outgrown, overdue, pick_worker
 from .inbox import Inbox
 from .kill import kill_tree
@@ -210,27 +212,43 @@ class Supervisor:
         if self._finished():
             self._stop_idle_workers()
         timeout = next_deadline(self._workers.values(), time.monotonic())
-        ready = wait(self._waitables(), timeout=timeout)
-        for source in ready:
-            self._on_ready(source)
+        sources = self._sources()
+        writers = [w.channel.fileno() for w in self._workers.values()
+                   if w.channel.unsent and not w.conn.closed]
+        readable, writable = wait_ready(sources, writers, timeout)
+        for fd in writable:
+            self._on_writable(sources[fd])
+        for fd in readable:
+            self._on_ready(fd, sources[fd])
         self._expire_deadlines()
 
-    def _waitables(self) -> list[Any]:
-        sources: list[Any] = [self._inbox.wake_fd]
+    def _sources(self) -> dict[int, WorkerSlot | None]:
+        """What to wait on, by descriptor: the inbox's wake pipe (None), and each worker's
+        sentinel and connection."""
+        sources: dict[int, WorkerSlot | None] = {self._inbox.wake_fd: None}
         for w in self._workers.values():
-            sources.append(w.process.sentinel)
+            sources[w.process.sentinel] = w
             if not w.conn.closed:
-                sources.append(w.conn)
+                sources[w.channel.fileno()] = w
         return sources
 
-    def _on_ready(self, source: Any) -> None:
-        if source == self._inbox.wake_fd:
+    def _on_ready(self, fd: int, w: WorkerSlot | None) -> None:
+        if w is None:
             return self._inbox.woken()
-        for w in list(self._workers.values()):
-            if source is w.conn:
-                self._receive(w)
-            elif source == w.process.sentinel:
-                self._reap(w)
+        if id(w) not in self._workers:  # reaped while this step handled an earlier event
+            return
+        if not w.conn.closed and fd == w.channel.fileno():
+            self._receive(w)
+        elif fd == w.process.sentinel:
+            self._reap(w)
+
+    def _on_writable(self, w: WorkerSlot | None) -> None:
+        if w is None or id(w) not in self._workers or w.conn.closed:
+            return
+        try:
+            w.channel.flush()
+        except OSError:  # the worker died; its sentinel will tell
+            w.conn.close()
 
     # ---- commands from callers ------------------------------------------------------------
 
@@ -386,6 +404,8 @@ class Supervisor:
             record = w.inflight.popleft()
             w.inflight_bytes -= len(record.frame)
             self._account(w, elapsed)
+            if not w.inflight and self._pending:  # its next task first: a big result can
+                self._dispatch()  # take milliseconds to unpickle, while the worker idles
             self._observe(w, record, elapsed, pickling)
             value, error = _wire.decode(outcome, body, record.label, record.chunk, elapsed)
             self._settle(record, value, error)
