@@ -58,6 +58,8 @@ class ThreadBackend(Backend):
         self._broken: BaseException | None = None
         self._timed: set[_Job] = set()
         self._watcher: threading.Thread | None = None
+        self._hirer: threading.Thread | None = None  # starts threads, so that callers need not
+        self._hiring = threading.Condition(self._lock)  # wakes the hirer
         self._prefix = thread_prefix("thread")
         self.counters = Counters()
 
@@ -69,9 +71,9 @@ class ThreadBackend(Backend):
             self._check_open()
             self.counters.add("submitted")
             self._queue.append(job)
-            hired = self._staff()
-        if hired is not None:  # started outside the lock: the new thread takes it at once
-            self._start(hired)
+            starting = self._staff()
+        if starting is not None:  # outside the lock: the new thread looks for work at once
+            self._start(starting)
         return future
 
     def cancel(self, future: Future[Any]) -> bool:
@@ -97,8 +99,9 @@ class ThreadBackend(Backend):
             threads = [w.thread for w in self._workers]
             self._work_ready.notify_all()
             self._deadline_moved.notify_all()
+            self._hiring.notify_all()
         if wait:
-            _join([*threads, self._watcher])
+            _join([*threads, self._watcher, self._hirer])
 
     def statistics(self) -> Statistics:
         now = time.monotonic()
@@ -114,20 +117,44 @@ class ThreadBackend(Backend):
     def _check_open(self) -> None:
         check_open(self._closed, self._broken)
 
-    def _staff(self) -> _Worker | None:
-        """Wake an idle thread, or see that one starts while queued jobs outnumber idle and
-        starting threads: the worker to :meth:`_start` once the lock is released, if any.
+    def _staff(self) -> threading.Thread | None:
+        """Wake an idle thread, or see that more start while queued jobs outnumber idle and
+        starting threads: the thread to :meth:`_start` once the lock is released, if any.
 
-        The caller starts the first thread of a burst; each thread that starts then starts
-        up to two more while jobs still wait (:meth:`_grow`). ``Thread.start()`` waits for
-        the new thread to run, so started one by one from the caller, 200 threads for 200
-        waiting calls took 15 ms on a quiet machine and 60 to 100 ms on a busy one, while
-        the calls queued behind them; started as a tree they take a few milliseconds.
+        ``Thread.start()`` waits until the new thread runs. Started one by one by the caller,
+        200 threads for 200 waiting calls took 15 ms on a quiet machine and 60 to 100 ms on
+        a busy one, with the calls queued behind them. So the caller starts only the pool's
+        first thread; after that a hirer thread starts them, and each new thread starts up
+        to two more while jobs still wait (:meth:`_grow`): a tree, and the caller goes on.
         """
-        if self._needs_threads():
-            return self._hire() if self._starting == 0 else None
-        self._work_ready.notify()
+        if not self._needs_threads():
+            self._work_ready.notify()
+            return None
+        if not self._workers:  # the first: nothing else could start it sooner
+            return self._hire().thread
+        if self._hirer is None:
+            self._hirer = threading.Thread(target=self._hire_while_needed, daemon=True,
+                                           name=f"{self._prefix}-hirer")
+            return self._hirer
+        self._hiring.notify()
         return None
+
+    def _hire_while_needed(self) -> None:
+        """The hirer: start a thread whenever jobs wait for one, until the pool closes."""
+        while True:
+            with self._lock:
+                while not (self._closed or self._broken is not None or self._needs_threads()):
+                    self._hiring.wait()
+                if self._closed or self._broken is not None:
+                    return
+                worker = self._hire()
+            assert worker.thread is not None
+            try:
+                self._start(worker.thread, worker)
+            except RuntimeError:  # the system has no more threads: those running take the
+                with self._lock:  # jobs, and the next caller that needs one starts a hirer
+                    self._hirer = None
+                return
 
     def _needs_threads(self, taking: int = 0) -> bool:
         """More jobs wait than threads will take (``taking``: jobs the calling thread is
@@ -144,8 +171,9 @@ class ThreadBackend(Backend):
                    and self._needs_threads(taking=1)):
                 hired.append(self._hire())
         for worker in hired:
+            assert worker.thread is not None
             try:
-                self._start(worker)
+                self._start(worker.thread, worker)
             except RuntimeError:  # the system has no more threads: those running
                 return  # take the jobs
 
@@ -161,15 +189,19 @@ class ThreadBackend(Backend):
         self._starting += 1
         return worker
 
-    def _start(self, worker: _Worker) -> None:
-        assert worker.thread is not None
+    def _start(self, thread: threading.Thread, worker: _Worker | None = None) -> None:
+        """Start ``thread`` (``worker``'s, or the hirer), without the lock held."""
         try:
-            worker.thread.start()
+            thread.start()
         except BaseException:  # no thread (out of them): the ones running take the jobs
             with self._lock:
-                self._starting -= 1
-                if worker in self._workers:
+                if worker is None:
+                    worker = next((w for w in self._workers if w.thread is thread), None)
+                if worker is not None and worker in self._workers:
+                    self._starting -= 1
                     self._workers.remove(worker)
+                elif thread is self._hirer:
+                    self._hirer = None
             raise
 
     def _replace(self) -> None:
