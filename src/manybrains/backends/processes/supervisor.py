@@ -13,7 +13,7 @@ A task's journey::
       Record(id, frame, future)       │
       inbox.append; the first post    │
       since the supervisor looked     │
-      writes the wake byte ───────────┴► wait() wakes on the wake pipe
+      writes the wake byte ───────────┴► wait_ready() wakes (wake pipe)
                                       pending.extend(every record posted)
                                       dispatch: an idle worker gets one; a
                                       worker whose tasks are short gets more
@@ -22,7 +22,7 @@ A task's journey::
                                       one write per worker ───────────────► one read: every task
                                                                              sent so far; for each:
                                                                              mark it, unpickle, run,
-                                      wait() wakes on its connection ◄────── send its reply
+                                      wait_ready(): its connection ◄─────── send its reply
                                       one read: every reply sent so far;
                                       each is inflight.popleft()
       future.result() ◄───────────── future.set_result / set_exception
@@ -33,18 +33,19 @@ A task's journey::
     is most of the gain. A worker sends each reply as soon as its task ends, never held
     back: a crash then loses only the task it was running. Writes never block this thread:
     what a worker's pipe cannot take now stays in its channel (:mod:`.channel`) and goes
-    when the pipe has room, so one worker that reads slowly holds up no other. The price: a task queued
-    behind one that turns out long waits for it, while another worker may idle. The queue
-    is kept to what the worker's recent tasks would finish in 2 ms, and a worker whose
-    current task has run longer than that gets nothing more (:mod:`.dispatch`).
+    when the pipe has room, so one worker that reads slowly holds up no other. The price of
+    queueing: a task queued behind one that turns out long waits for it, while another
+    worker may idle. The queue is kept to what the worker's recent tasks would finish in
+    2 ms, and a worker whose current task has run longer than that gets nothing more
+    (:mod:`.dispatch`).
 
     and when things go wrong:
-      worker dies      wait() wakes on its sentinel: its task mark (shared memory the worker
+      worker dies      wait_ready() wakes on its sentinel: its task mark (shared memory the worker
                        writes as it takes a task) names the record it was running ->
                        WorkerCrashed (or resubmitted while retries remain); the others, and
                        the oldest too if the worker never took it (it died between tasks),
                        were never started and go back to pending; a new worker replaces it.
-      timeout          wait() has a deadline: the worker and its children are killed, its
+      timeout          wait_ready() has a deadline: the worker and its children are killed, its
                        record fails with TimeoutError, and the sentinel path above follows.
       init fails       INIT_FAILED (or deaths before READY, judged by :mod:`.startup`): the
                        pool breaks once, every future fails with InitializerFailed, no

@@ -36,6 +36,8 @@ Unlike Dask, Ray can stop a running task: it kills the worker process running it
 (force=True)``) and starts another when one is needed. A task past its ``timeout`` is stopped
 so, and so is a running task given to ``pool.cancel()`` or ``terminate()``. ``future.cancel()``
 and ``shutdown(cancel_futures=True)`` cancel what has not started and leave the rest running.
+Ray may give the next task to a worker it is still killing; such a task dies before it starts,
+and is sent again once, without counting against its ``retries``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import contextlib
 import functools
 import itertools
 import threading
+import time
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_all
 from dataclasses import dataclass
@@ -71,6 +74,8 @@ if TYPE_CHECKING:
 __all__ = ("STORE_BYTES", "RayBackend", "RayStatistics", "backend_class")
 
 _ids = itertools.count(1)
+_KILL_SETTLES_S = 5.0  # after killing a worker, how long a task may still land on it
+
 # What Ray raises where the worker holding a task died: the pool says WorkerCrashed.
 _WORKER_DIED = (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
                 ray.exceptions.OutOfMemoryError)
@@ -95,6 +100,7 @@ class _Record:
     started: bool = False  # its worker said so (a crash may come before it can)
     kill: bool = False  # pool.cancel() or terminate(): stop it even when running
     timer: asyncio.TimerHandle | None = None
+    sent_again: bool = False  # once, after landing on a worker this pool was killing
 
 
 class _WorkerTimes:
@@ -143,6 +149,7 @@ class RayBackend(Backend):
         self._timings = TaskTimings()
         self._lock = threading.Lock()
         self._closed = False
+        self._killed_at = float("-inf")  # when this pool last killed one of its workers
         self._broken: BaseException | None = None
         self._released = threading.Event()
         self._loop = asyncio.new_event_loop()
@@ -227,7 +234,7 @@ class RayBackend(Backend):
         self._finish(record, error=TimeoutError(
             f"{record.label} ran longer than its timeout of {record.timeout:g} s; its Ray "
             f"worker was stopped"))
-        ray.cancel(stream, force=True)
+        self._killing(stream)
 
     def _settle(self, record: _Record, reply: bytes) -> None:
         kind, elapsed, pid, node, body = worker.read_reply(reply)
@@ -239,6 +246,11 @@ class RayBackend(Backend):
                                     elapsed=elapsed)
         self._finish(record, value=value, error=error)
 
+    def _killing(self, stream: Any) -> None:
+        """Kill the worker running ``stream`` (``ray.cancel(force=True)``), and remember when."""
+        self._killed_at = time.monotonic()
+        ray.cancel(stream, force=True)
+
     def _lost(self, record: _Record, stream: Any, exc: Exception) -> None:
         if stream is not record.stream:
             return  # a try given up on: retried, cancelled or timed out
@@ -246,6 +258,9 @@ class RayBackend(Backend):
             return self._forget(record)
         if isinstance(exc, ray.exceptions.RayTaskError):  # raised outside the wire
             return self._finish(record, error=_unwrapped(exc))
+        if self._landed_on_a_killed_worker(record, exc):
+            record.sent_again = True  # it never started: not a crash of its own, no retry
+            return self._send(record)
         self._counters.add("crashed")
         if record.retries > 0 and not self._closed:
             record.retries -= 1
@@ -255,6 +270,12 @@ class RayBackend(Backend):
         error = kind(f"Ray lost {record.label}: {type(exc).__name__}: {exc}")
         error.__cause__ = exc
         self._finish(record, error=error)
+
+    def _landed_on_a_killed_worker(self, record: _Record, exc: Exception) -> bool:
+        # Ray may hand a new task to the worker this pool has just killed (a timeout, a
+        # cancel), before it is gone: the task dies with it without having started.
+        return (not record.started and not record.sent_again and isinstance(exc, _WORKER_DIED)
+                and time.monotonic() - self._killed_at < _KILL_SETTLES_S)
 
     def _finish(self, record: _Record, *, value: Any = None,
                 error: BaseException | None = None) -> None:
@@ -302,7 +323,7 @@ class RayBackend(Backend):
         """Cancel ``record``'s Ray task: a queued one is dropped, a running one killed only
         when asked (``pool.cancel``, ``terminate``)."""
         if record.kill:
-            ray.cancel(record.stream, force=True)
+            self._killing(record.stream)
         elif not record.started:
             ray.cancel(record.stream)
 
