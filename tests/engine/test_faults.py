@@ -121,7 +121,9 @@ def assert_still_works(pool):
 
 def _up(pool, workers=2):
     """The pids of ``workers`` workers once all of them are running (started on demand)."""
-    pool.map(sleep_then, [0.2] * workers, chunksize=1)
+    # Its own timeout: a pool's short default (0.3 s in one test) must not fail this warm-up,
+    # whose first task may also import this module in a fresh worker on a loaded machine.
+    pool.map(sleep_then, [0.2] * workers, chunksize=1, timeout=60)
     deadline = time.monotonic() + 20
     while len(pids := pool.backend.worker_pids()) < workers or not all(map(_running, pids)):
         assert time.monotonic() < deadline, pool.statistics()
