@@ -72,7 +72,8 @@ def test_a_server_that_answers_429_above_n_gets_every_call_done_near_n():
     assert settled["reruns"] == rejected
     assert rejected < 40, after  # it backed off rather than hammering
     assert limit // 2 <= settled["settled"] <= 2 * limit, settled
-    assert "HTTPError 429" in settled["why"], settled
+    # the 429s lowered the limit (a later cut, for latency, may be the one "why" names)
+    assert settled["cuts"].get("HTTPError 429", 0) >= 1, settled
 
 
 def test_the_pool_concurrency_option_caps_waiting_calls():

@@ -62,6 +62,7 @@ class ConcurrencyLimit:
         self.peak = 0  # most calls seen in flight at once
         self._history: deque[int] = deque(maxlen=_SETTLED_OVER)  # AIMD saw-tooths: a median
         self.overloads = 0
+        self.cuts: dict[str, int] = {}  # decreases by cause: an overload error, or "latency"
         self.why = (f"started at {cap} (the cap): its calls sleep on a clock, nothing on the "
                     "other side to overwhelm" if unbounded_wait else
                     f"started at {int(self._limit)} and growing while calls succeed and "
@@ -85,7 +86,8 @@ class ConcurrencyLimit:
             if overload is not None:
                 self.overloads += 1
                 if fresh:
-                    self._cut(OVERLOAD_CUT, in_flight, f"a call failed with {overload}")
+                    self._cut(OVERLOAD_CUT, in_flight, f"a call failed with {overload}",
+                              overload)
                 return
             self._best_latency = min(self._best_latency, latency)
             smooth = self._latency = latency if self._latency is None else (
@@ -97,15 +99,16 @@ class ConcurrencyLimit:
                     self._cut(max(0.5, self._best_latency / smooth), in_flight,
                               f"latency climbed to "
                               f"{smooth / self._best_latency:.1f}x its best "
-                              f"({self._best_latency * 1e3:.1f} ms)")
+                              f"({self._best_latency * 1e3:.1f} ms)", "latency")
                 return
             if in_flight * 2 < self._limit:  # not in use: success says nothing about more
                 return
             self._limit = min(float(self.cap), self._limit + (
                 SLOW_START_STEP if self._slow_start else 1.0 / self._limit))
 
-    def _cut(self, factor: float, in_flight: int, cause: str) -> None:
+    def _cut(self, factor: float, in_flight: int, cause: str, kind: str) -> None:
         before = self.limit
+        self.cuts[kind] = self.cuts.get(kind, 0) + 1
         self._limit = max(1.0, min(self._limit, float(in_flight)) * factor)
         self._slow_start = False
         self._last_cut = time.monotonic()
@@ -119,7 +122,8 @@ class ConcurrencyLimit:
         with self._lock:
             settled = int(statistics.median(self._history)) if self._history else self.limit
             return {"limit": self.limit, "settled": settled, "cap": self.cap,
-                    "peak_in_flight": self.peak, "overloads": self.overloads, "why": self.why}
+                    "peak_in_flight": self.peak, "overloads": self.overloads,
+                    "cuts": dict(self.cuts), "why": self.why}
 
 
 def overload_error(error: BaseException | None) -> str | None:
