@@ -123,7 +123,7 @@ def _up(pool, workers=2):
     """The pids of ``workers`` workers once all of them are running (started on demand)."""
     # Its own timeout: a pool's short default (0.3 s in one test) must not fail this warm-up,
     # whose first task may also import this module in a fresh worker on a loaded machine.
-    pool.map(sleep_then, [0.2] * workers, chunksize=1, timeout=60)
+    pool.map(sleep_then, [0.05] * workers, chunksize=1, timeout=60)
     deadline = time.monotonic() + 20
     while len(pids := pool.backend.worker_pids()) < workers or not all(map(_running, pids)):
         assert time.monotonic() < deadline, pool.statistics()
@@ -145,7 +145,7 @@ def test_fault_fails_its_task_alone(fault, pool, tmp_path):
     pidfile = tmp_path / "pids"
     args = tuple(str(pidfile) if a is PIDFILE else a for a in fault.args)
     workers = _up(pool)
-    others = [pool.submit(sleep_then, 0.3, i) for i in range(4)]
+    others = [pool.submit(sleep_then, 0.1, i) for i in range(4)]
     with pytest.raises(fault.error, match=fault.match) as info:
         pool.submit(fault.fn, *args, timeout=fault.timeout).result(timeout=30)
     if fault.remote_cause:
