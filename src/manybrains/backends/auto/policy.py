@@ -191,8 +191,9 @@ def _waiting_width(cpu_fraction: float, workers: int) -> int:
 
 
 def gil_was_free(wakes: int, elapsed: float) -> bool:
-    """Whether a thread waking every ``GLANCE_SECONDS`` woke often enough over ``elapsed``
-    seconds to say the GIL was free meanwhile."""
+    """Whether a thread waking every ``GLANCE_SECONDS`` woke often enough while a call
+    computed for ``elapsed`` seconds (its CPU time, where that can be read) to say the GIL
+    was free meanwhile."""
     return elapsed >= GIL_SEEN_AFTER and wakes >= GIL_FREE_GLANCES * elapsed / GLANCE_SECONDS
 
 

@@ -128,16 +128,18 @@ class Profile:
 
     def _glance_until(self, start: float, deadline: float, *, look: bool) -> bool:
         """Wait for the probe's decision until ``deadline``, waking every half millisecond:
-        how often this thread gets to run tells whether the probe holds the GIL, and with
+        how often this thread gets to run while the probe computes tells whether the probe
+        holds the GIL (:meth:`_count_glance`), and with
         ``look`` it reads what the probe's thread waits on (a sleep of a millisecond ends
         before one look at the end would see it), and stops once the probe has slept on a
         clock for a millisecond: nothing else will be learnt by watching a sleep. Whether
         it was decided."""
+        last = (time.perf_counter(), self._probe_cpu())
         while (left := deadline - time.perf_counter()) > 0:
             if self._decided.wait(min(left, GLANCE_SECONDS)) or self._reprobe:
                 return True
-            self._glances += 1
-            self.gil_free = gil_was_free(self._glances, time.perf_counter() - start)
+            self._count_glance(start, last, now := (time.perf_counter(), self._probe_cpu()))
+            last = now
             clock = self._probe_clock
             if look and clock is not None and self.on_a_clock is not False:
                 seen = waiting_on_a_clock(clock.native_id)
@@ -165,6 +167,35 @@ class Profile:
                 self.gate = Gate(ConcurrencyLimit(self.max_waiting,
                                                   unbounded_wait=bool(self.on_a_clock)), run)
             return self.gate
+
+    def _count_glance(self, start: float, last: tuple[float, float | None],
+                      now: tuple[float, float | None]) -> None:
+        """Count a glance (this thread ran) from ``last`` to ``now``, each a wall time and the
+        probe's CPU time then, and judge whether the GIL is free while the probe computes.
+
+        A glance counts only if the probe also computed for a quarter of it, and glances are
+        weighed against the probe's own CPU time: on a loaded machine this thread also wakes
+        freely while the probe waits for a CPU, and Python code holding the GIL whenever it
+        ran looked like native code that releases it."""
+        clock = self._probe_clock
+        if clock is None or now[1] is None:  # no per-thread CPU clock: wakes against wall time
+            self._glances += 1
+            self.gil_free = gil_was_free(self._glances, now[0] - start)
+            return
+        if last[1] is not None and now[1] - last[1] >= (now[0] - last[0]) / 4:
+            self._glances += 1
+        self.gil_free = gil_was_free(self._glances, now[1] - clock.cpu)
+
+    def _probe_cpu(self) -> float | None:
+        """The CPU time of the probe's thread (its ``thread_time``); None where it cannot
+        be read."""
+        clock = self._probe_clock
+        if clock is None:
+            return None
+        try:
+            return time.clock_gettime(time.pthread_getcpuclockid(clock.ident))
+        except (AttributeError, OSError):  # no per-thread CPU clock here, or it ended
+            return None
 
     def _read_running_probe(self, caller_cpu: float) -> Reading | None:
         clock = self._probe_clock
