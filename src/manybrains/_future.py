@@ -60,7 +60,7 @@ class TaskFuture(Future[Any], Generic[H]):
                 LOGGER.exception("a done-callback of %r raised", self)
 
 
-class FutureCondition:
+class FutureCondition(_thread.RLock):  # type: ignore[misc]  # typeshed marks RLock final
     """What a ``Future`` needs of its ``threading.Condition``, at a fraction of its weight.
 
     ``concurrent.futures`` uses its future's condition only through ``with``, ``acquire``,
@@ -70,27 +70,15 @@ class FutureCondition:
     ``threading.Condition`` is a Python object holding an ``RLock``, a deque and five bound
     methods, all tracked by the garbage collector: ten objects per future, which a program
     holding 20,000 pending futures makes the collector walk again and again (submitting one
-    task at a time ran at half the speed with the collector on). This one is an ``RLock``
-    and, only while someone waits, a list.
+    task at a time ran at half the speed with the collector on). This one is the ``RLock``
+    itself (its ``with``, ``acquire`` and ``release`` are the C lock's own) and, only while
+    someone waits, a list: one object for the collector.
     """
 
-    __slots__ = ("_lock", "_waiters")
+    __slots__ = ("_waiters",)
 
     def __init__(self) -> None:
-        self._lock = _thread.RLock()
         self._waiters: list[_thread.LockType] | None = None
-
-    def __enter__(self) -> bool:
-        return self._lock.acquire()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._lock.release()
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        return self._lock.acquire(blocking, timeout)
-
-    def release(self) -> None:
-        self._lock.release()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Release the lock until notified or ``timeout`` seconds pass; then take it again.
@@ -100,7 +88,7 @@ class FutureCondition:
         if self._waiters is None:
             self._waiters = []
         self._waiters.append(waiter)
-        saved = self._lock._release_save()  # type: ignore[attr-defined]  # as Condition does
+        saved = self._release_save()  # type: ignore[attr-defined]  # as Condition does
         notified = False
         try:
             if timeout is None:
@@ -109,7 +97,7 @@ class FutureCondition:
                 notified = waiter.acquire(True, timeout) if timeout > 0 else waiter.acquire(False)
             return notified
         finally:
-            self._lock._acquire_restore(saved)  # type: ignore[attr-defined]
+            self._acquire_restore(saved)  # type: ignore[attr-defined]
             if not notified and self._waiters is not None:
                 with contextlib.suppress(ValueError):  # notified just after the timeout
                     self._waiters.remove(waiter)

@@ -10,6 +10,7 @@ to ``Future.__init__`` fails here instead of in a user's program.
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 import time
 from concurrent.futures import (
@@ -123,5 +124,7 @@ def test_a_pending_future_is_light_for_the_garbage_collector():
         return (len(gc.get_objects()) - before) / len(futures)
 
     ours, stdlib = tracked_per_future(TaskFuture), tracked_per_future(Future)
-    assert ours <= stdlib / 2, (ours, stdlib)  # 5 against 11 on Python 3.11
+    assert ours <= stdlib / 2, (ours, stdlib)  # 4 against 11 on Python 3.11
     assert isinstance(TaskFuture()._condition, FutureCondition)  # type: ignore[attr-defined]
+    # the future, its condition (the lock itself) and two lists; and its __dict__ before 3.11
+    assert ours <= (4.5 if sys.version_info >= (3, 11) else 5.5), ours
