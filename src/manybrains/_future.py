@@ -61,7 +61,9 @@ class TaskFuture(Future[Any], Generic[H]):
         super().add_done_callback(fn)  # done already: the stdlib calls it now, as always
 
     def _invoke_callbacks(self) -> None:
-        if self.on_cancel is not None and self.cancelled():
+        # The state as this thread just set it, read without the lock cancelled() takes:
+        # this runs for every task.
+        if self.on_cancel is not None and self._state in _CANCELLED:
             try:
                 self.on_cancel(self)
             except BaseException:
@@ -73,8 +75,8 @@ class TaskFuture(Future[Any], Generic[H]):
                 LOGGER.exception("a done-callback of %r raised", self)
 
 
-_DONE = frozenset({_futures_base.CANCELLED, _futures_base.CANCELLED_AND_NOTIFIED,
-                   _futures_base.FINISHED})
+_CANCELLED = frozenset({_futures_base.CANCELLED, _futures_base.CANCELLED_AND_NOTIFIED})
+_DONE = _CANCELLED | {_futures_base.FINISHED}
 
 
 class FutureCondition(_thread.RLock):  # type: ignore[misc]  # typeshed marks RLock final
