@@ -10,12 +10,9 @@ import heapq
 import itertools
 import random
 import reprlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ._task import Task
+from typing import Any, Protocol
 
 _SAMPLE = 10_000  # task times kept for percentiles (a uniform sample past that)
 _SLOWEST = 5
@@ -24,6 +21,18 @@ _short = reprlib.Repr()
 _short.maxstring = _short.maxother = 40
 _short.maxlist = _short.maxtuple = _short.maxdict = _short.maxset = 4
 _short.maxlevel = 2
+
+
+class Described(Protocol):
+    """What :func:`describe` reads of a task (a :class:`~manybrains._task.Task`, or an
+    engine's record that carries the task's fields instead of the task)."""
+
+    @property
+    def args(self) -> tuple[Any, ...]: ...
+    @property
+    def kwargs(self) -> Mapping[str, Any] | None: ...
+    @property
+    def items(self) -> Sequence[Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -52,14 +61,17 @@ class TaskTimings:
         self._order = itertools.count()
         self._random = random.Random(0)
 
-    def record(self, seconds: float, label: str, task: Task | None) -> None:
-        """A task ran for ``seconds``; ``task`` is described if it is among the slowest."""
+    def record(self, seconds: float, label: str | Callable[[], str],
+               task: Described | None) -> None:
+        """A task ran for ``seconds``; ``task`` is described, and ``label`` made (when a
+        callable), only if it is among the slowest."""
         self.count += 1
         self.total_s += seconds
         self.max_s = max(self.max_s, seconds)
         self._keep_sample(seconds)
         if len(self._slowest) < _SLOWEST or seconds > self._slowest[0][0]:
-            slow = SlowTask(seconds, label, describe(task))
+            slow = SlowTask(seconds, label if isinstance(label, str) else label(),
+                            describe(task))
             entry = (seconds, next(self._order), slow)
             if len(self._slowest) < _SLOWEST:
                 heapq.heappush(self._slowest, entry)
@@ -83,7 +95,7 @@ class TaskTimings:
         return [slow for _, _, slow in sorted(self._slowest, reverse=True)]
 
 
-def describe(task: Task | None) -> str:
+def describe(task: Described | None) -> str:
     """A short repr of a task's arguments: ``(3, 'a.png', size=2)`` or its chunk's items."""
     if task is None:
         return "?"
@@ -91,5 +103,5 @@ def describe(task: Task | None) -> str:
         return _short.repr(list(task.items[:5]) if isinstance(task.items, Sequence)
                            else task.items)
     parts = [_short.repr(a) for a in task.args]
-    parts += [f"{k}={_short.repr(v)}" for k, v in task.kwargs.items()]
+    parts += [f"{k}={_short.repr(v)}" for k, v in (task.kwargs or {}).items()]
     return f"({', '.join(parts)})"

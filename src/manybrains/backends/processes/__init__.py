@@ -21,7 +21,7 @@ from ..._future import still_cancellable
 from ..._mainspace import sending_to
 from ..._mp_primitives import Kept
 from ..._serialize import FunctionCache, dumps_call, dumps_checked, plain
-from ..._task import Task, function_name, unwrap
+from ..._task import Task
 from ...ipc.arena import Arena, release_shared_memory
 from ...ipc.autoshare import Loan
 from .._base import Backend, PoolOptions, Statistics
@@ -124,9 +124,10 @@ class ProcessBackend(Backend):
         from .state import Record
 
         future: TaskFuture[Record] = TaskFuture()
-        future.handle = record = Record(task_id, frame, future, _label(task_id, task),
-                                        size=task.size, chunk=task.items is not None,
-                                        timeout=timeout, retries=retries, source=task)
+        future.handle = record = Record(task_id, frame, future, task.fn, task.args,
+                                        task.kwargs, task.items, size=task.size,
+                                        chunk=task.items is not None, timeout=timeout,
+                                        retries=retries)
         if not self._options.stdlib_futures:
             future.on_cancel = self._cancel_hook
         self._supervisor.submit(record)
@@ -172,12 +173,6 @@ class ProcessBackend(Backend):
         self._supervisor.shutdown(wait=True, cancel_futures=not wait_for_work,
                                   kill=not wait_for_work)
         release_shared_memory(self._arena, workers_gone=True)
-
-
-def _label(task_id: int, task: Task) -> str:
-    name = function_name(unwrap(task.fn))
-    calls = f", {task.size} calls" if task.items is not None else ""
-    return f"task {task_id} ({name}{calls})"
 
 
 def _record(future: Future[Any]) -> Record | None:

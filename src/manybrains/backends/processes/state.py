@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
+from ..._task import function_name, unwrap
 from .channel import Channel
 
 if TYPE_CHECKING:
@@ -23,19 +24,37 @@ if TYPE_CHECKING:
 
 @dataclass(eq=False, slots=True)
 class Record:
-    """One task on its way through the engine."""
+    """One task on its way through the engine.
+
+    It carries the task's fields rather than the caller's :class:`~manybrains._task.Task`:
+    one object less per pending task for the garbage collector, which a program holding
+    20,000 pending futures makes walk them again and again.
+    """
 
     id: int
     frame: bytes | bytearray | memoryview  # request header + pickled task, ready to send
     future: Future[Any]
-    label: str  # "task 17 (square)", for error messages
+    fn: Any  # the task's function, for its label
+    # ... its arguments, to describe it if it is among the slowest (dropped once it ran)
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] | None = None
+    items: Sequence[Any] | None = None
     size: int = 1  # calls in the task
     chunk: bool = False
     timeout: float | None = None
     retries: int = 0
     started: float | None = None  # when it began to run, as far as the supervisor knows
     kill_requested: bool = False
-    source: Any = None  # the Task, to describe its arguments if it is among the slowest
+
+    @property
+    def label(self) -> str:
+        """``"task 17 (square)"``, for error messages: made when one needs it."""
+        calls = f", {self.size} calls" if self.chunk else ""
+        return f"task {self.id} ({function_name(unwrap(self.fn))}{calls})"
+
+    def forget_arguments(self) -> None:
+        """The task ran: its future keeps this record, but its arguments need not stay."""
+        self.args, self.kwargs, self.items = (), None, None
 
 
 @dataclass(eq=False)

@@ -427,8 +427,8 @@ class Supervisor:
 
     def _observe(self, w: WorkerSlot, record: Record, elapsed: float, pickling: float) -> None:
         w.pickling += pickling
-        self.timings.record(elapsed, record.label, record.source)
-        record.source = None  # the future keeps the record; the arguments need not stay
+        self.timings.record(elapsed, lambda: record.label, record)
+        record.forget_arguments()
 
     def _after_task(self, w: WorkerSlot, rss: int) -> None:
         limit = self._options.max_memory_per_worker
