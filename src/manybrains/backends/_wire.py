@@ -85,16 +85,18 @@ def encode(outcome: int, body: Any, header: Callable[[int], bytes]) -> Frame:
 # ---- in the caller ------------------------------------------------------------------------
 
 
-def decode(outcome: int, body: bytes | memoryview, label: str, chunk: bool = False,
-           elapsed: float = 0.0) -> tuple[Any, BaseException | None]:
+def decode(outcome: int, body: bytes | memoryview, label: str | Callable[[], str],
+           chunk: bool = False, elapsed: float = 0.0) -> tuple[Any, BaseException | None]:
     """``(value, None)`` for a ``RESULT`` (a :class:`ChunkOutcome` if ``chunk``), else
-    ``(None, the error to raise)``. ``label`` names the task in error messages."""
+    ``(None, the error to raise)``. ``label`` names the task in error messages (a callable
+    makes it only for an error: most tasks never need one)."""
     try:
         payload = loads(body)
     except BaseException as load_error:  # noqa: BLE001 - a bad result fails its task alone
         from .._errors import UnpicklingFailed
 
-        error = UnpicklingFailed(f"cannot unpickle the result of {label}: {load_error!r}")
+        error = UnpicklingFailed(f"cannot unpickle the result of {_named(label)}: "
+                                 f"{load_error!r}")
         error.__cause__ = load_error
         return None, error
     if outcome == RESULT:
@@ -103,7 +105,11 @@ def decode(outcome: int, body: bytes | memoryview, label: str, chunk: bool = Fal
             payload = ChunkOutcome(PackedScalars.unpack(values),
                                    attach(item_error, tb) if item_error else None, elapsed)
         return payload, None
-    return None, _error(outcome, payload, label)
+    return None, _error(outcome, payload, _named(label))
+
+
+def _named(label: str | Callable[[], str]) -> str:
+    return label if isinstance(label, str) else label()
 
 
 def _error(outcome: int, payload: Any, label: str) -> BaseException:

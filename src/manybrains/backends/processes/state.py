@@ -49,6 +49,9 @@ class Record:
     @property
     def label(self) -> str:
         """``"task 17 (square)"``, for error messages: made when one needs it."""
+        return self.make_label()
+
+    def make_label(self) -> str:
         calls = f", {self.size} calls" if self.chunk else ""
         return f"task {self.id} ({function_name(unwrap(self.fn))}{calls})"
 

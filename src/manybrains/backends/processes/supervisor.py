@@ -81,7 +81,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError, Future
 from typing import Any
 
@@ -407,8 +407,9 @@ class Supervisor:
             self._account(w, elapsed)
             if not w.inflight and self._pending:  # its next task first: a big result can
                 self._dispatch()  # take milliseconds to unpickle, while the worker idles
-            self._observe(w, record, elapsed, pickling)
-            value, error = _wire.decode(outcome, body, record.label, record.chunk, elapsed)
+            label = record.make_label  # the label is made only for an error or a slow task
+            self._observe(w, record, elapsed, pickling, label)
+            value, error = _wire.decode(outcome, body, label, record.chunk, elapsed)
             self._settle(record, value, error)
             self._after_task(w, rss)
 
@@ -425,9 +426,10 @@ class Supervisor:
         if w.inflight:
             w.inflight[0].started = time.monotonic()
 
-    def _observe(self, w: WorkerSlot, record: Record, elapsed: float, pickling: float) -> None:
+    def _observe(self, w: WorkerSlot, record: Record, elapsed: float, pickling: float,
+                 label: Callable[[], str]) -> None:
         w.pickling += pickling
-        self.timings.record(elapsed, lambda: record.label, record)
+        self.timings.record(elapsed, label, record)
         record.forget_arguments()
 
     def _after_task(self, w: WorkerSlot, rss: int) -> None:
