@@ -35,7 +35,7 @@ class TaskFuture(Future[Any], Generic[H]):
     :class:`FutureCondition`, which also holds the ``concurrent.futures.wait`` and
     ``as_completed`` waiters the stdlib keeps in a list per future, and the list of
     done-callbacks is made when the first one is added. A pending future is two objects for
-    the collector where the stdlib's is eleven.
+    the collector where the stdlib's is up to eleven.
     """
 
     on_cancel: Callable[[Future[Any]], None] | None = None
