@@ -267,6 +267,13 @@ async def _awaited(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 
+def task_label(task_id: int, fn: Callable[..., Any], calls: int | None = None) -> str:
+    """``"task 17 (square)"``, or ``"task 18 (square, 40 calls)"`` for a chunk: how error
+    messages and reports name a task."""
+    more = "" if calls is None else f", {calls} calls"
+    return f"task {task_id} ({function_name(unwrap(fn))}{more})"
+
+
 def function_name(fn: object) -> str:
     """A function's qualified name, or its type's for other callables."""
     return getattr(fn, "__qualname__", None) or type(fn).__qualname__

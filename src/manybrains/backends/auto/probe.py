@@ -63,16 +63,25 @@ class ProbeClock:
         return cls(threading.get_ident(), threading.get_native_id(), time.thread_time(),
                    run_delay(), time.process_time(), time.perf_counter(), ImportWatch.start())
 
+    def thread_cpu(self) -> float | None:
+        """The probe thread's CPU time now (its ``thread_time``); None where there is no
+        per-thread CPU clock, or the thread has ended."""
+        try:
+            return time.clock_gettime(time.pthread_getcpuclockid(self.ident))
+        except (AttributeError, OSError):
+            return None
+
     def read(self, caller_cpu: float) -> Reading:
         """What the call did since it began; ``caller_cpu``: the CPU time the watcher itself
         used meanwhile, which is no native helper's."""
         wall = time.perf_counter() - self.wall
         delay = run_delay(self.native_id) - self.delay
         process_cpu = time.process_time() - self.process_cpu
-        try:
-            cpu = time.clock_gettime(time.pthread_getcpuclockid(self.ident)) - self.cpu
-        except (AttributeError, OSError):  # no per-thread CPU clock here: assume it computes
+        now = self.thread_cpu()
+        if now is None:  # no per-thread CPU clock here: assume it computes
             cpu = process_cpu = wall
+        else:
+            cpu = now - self.cpu
         return Reading(wall, cpu_fraction(cpu, wall, delay),
                        native_share(process_cpu - cpu - caller_cpu, cpu, wall),
                        self.native_id, self.imports.imported)

@@ -187,15 +187,8 @@ class Profile:
         self.gil_free = gil_was_free(self._glances, now[1] - clock.cpu)
 
     def _probe_cpu(self) -> float | None:
-        """The CPU time of the probe's thread (its ``thread_time``); None where it cannot
-        be read."""
         clock = self._probe_clock
-        if clock is None:
-            return None
-        try:
-            return time.clock_gettime(time.pthread_getcpuclockid(clock.ident))
-        except (AttributeError, OSError):  # no per-thread CPU clock here, or it ended
-            return None
+        return None if clock is None else clock.thread_cpu()
 
     def _read_running_probe(self, caller_cpu: float) -> Reading | None:
         clock = self._probe_clock

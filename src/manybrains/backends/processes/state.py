@@ -14,7 +14,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
-from ..._task import function_name, unwrap
+from ..._task import task_label
 from .channel import Channel
 
 if TYPE_CHECKING:
@@ -52,8 +52,7 @@ class Record:
         return self.make_label()
 
     def make_label(self) -> str:
-        calls = f", {self.size} calls" if self.chunk else ""
-        return f"task {self.id} ({function_name(unwrap(self.fn))}{calls})"
+        return task_label(self.id, self.fn, self.size if self.chunk else None)
 
     def forget_arguments(self) -> None:
         """The task ran: its future keeps this record, but its arguments need not stay."""

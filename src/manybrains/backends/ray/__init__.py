@@ -60,7 +60,7 @@ from ..._errors import BrokenPool, InitializerFailed, WorkerCrashed, check_open,
 from ..._future import TaskFuture, handle_of, set_exception, set_result, still_cancellable
 from ..._remote import attach
 from ..._serialize import PickledOnce, dumps_checked
-from ..._task import Task, function_name, unwrap
+from ..._task import Task, task_label
 from ..._timings import TaskTimings
 from .. import _wire
 from .._base import Backend, Counters, PoolOptions, Statistics, WorkerStats, thread_prefix
@@ -180,7 +180,8 @@ class RayBackend(Backend):
         init_key, initializer = self._initializer or (None, None)
         task_id = next(_ids)
         future: TaskFuture[_Record] = TaskFuture()
-        future.handle = record = _Record(task_id, _label(task_id, task), task, (), future,
+        label = task_label(task_id, task.fn, None if task.items is None else task.size)
+        future.handle = record = _Record(task_id, label, task, (), future,
                                          task.items is not None, timeout, retries)
         record.arguments = (frame, (record.id, fn_key, init_key), function, initializer,
                             *refs)
@@ -413,12 +414,6 @@ def _unwrapped(exc: ray.exceptions.RayTaskError) -> BaseException:
     if not isinstance(cause, BaseException):
         return exc
     return attach(cause, str(getattr(exc, "traceback_str", "")))
-
-
-def _label(task_id: int, task: Task) -> str:
-    name = function_name(unwrap(task.fn))
-    calls = f", {task.size} calls" if task.items is not None else ""
-    return f"task {task_id} ({name}{calls})"
 
 
 backend_class = RayBackend
